@@ -1,0 +1,33 @@
+# Set-up and entry points. `make demo` and `make test` work on a fresh machine with Python 3.11.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint report setup clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -r requirements-dev.txt
+	touch $(STAMP)
+
+## Run the whole workflow on the embedded demo data (config/config.yaml).
+demo: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all
+
+## Run the whole test suite (unit tests + end-to-end workflow tests).
+test: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+## Lint the workflow.
+lint: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --lint
+
+## HTML report of the demo run.
+report: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --report results/report.html
+
+clean:
+	rm -rf results .snakemake

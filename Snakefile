@@ -1,0 +1,28 @@
+# dnalm-workflow: pretrain DNA language models with different masking strategies and
+# measure what their embeddings know. See README.md; the science is in DESIGN notes there.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "rules/report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/kmers.smk"
+include: "rules/npmi.smk"
+include: "rules/pretrain.smk"
+include: "rules/embed.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

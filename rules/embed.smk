@@ -1,0 +1,22 @@
+# Embeddings: one job per (model, dataset). The k-mer-spectrum baseline goes through the
+# same rule, so every evaluation treats it as one more model.
+
+
+rule embed:
+    input:
+        unpack(embed_inputs),
+    output:
+        R("embeddings/{model}/{dataset}.npz"),
+    log:
+        R("logs/embed/{model}/{dataset}.log"),
+    benchmark:
+        R("benchmarks/embed/{model}/{dataset}.tsv")
+    params:
+        settings=embed_params,
+    threads: 2
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/pretrain.yaml"
+    script:
+        "../scripts/embed.py"

@@ -1,0 +1,43 @@
+# NPMI table of all n-grams (generalised PMI over segmentations, normalised) and the
+# comparison of the top-ranked k-mers with known motifs.
+
+
+rule npmi_table:
+    input:
+        R("kmers/counts.npz"),
+    output:
+        R("npmi/npmi.tsv"),
+    log:
+        R("logs/npmi_table.log"),
+    benchmark:
+        R("benchmarks/npmi_table.tsv")
+    params:
+        min_count=config["npmi"]["min_count"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/kmers.yaml"
+    script:
+        "../scripts/npmi_table.py"
+
+
+rule motif_recovery:
+    input:
+        npmi=R("npmi/npmi.tsv"),
+        motifs=R("data/motifs.tsv"),
+    output:
+        recovery=R("npmi/motif_recovery.tsv"),
+        top=R("npmi/top_kmers.tsv"),
+    log:
+        R("logs/motif_recovery.log"),
+    params:
+        k=config["npmi"]["motif_k"],
+        top=config["npmi"]["motif_top"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/kmers.yaml"
+    script:
+        "../scripts/motif_recovery.py"

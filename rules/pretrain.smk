@@ -1,0 +1,66 @@
+# Pretraining: training corpora stored as 2-bit-style base codes, then one job per model
+# (architecture x masking x tokenization, from the `models:` config). Checkpoints live
+# outside the declared outputs, so a killed job resumes when the rule is rerun.
+
+
+rule genome_corpus:
+    input:
+        genome_fasta(),
+    output:
+        R("corpus/genome.npz"),
+    log:
+        R("logs/corpus_genome.log"),
+    params:
+        n_windows=config["corpus"]["genome"]["n_windows"],
+        min_len=config["corpus"]["genome"]["min_len"],
+        max_len=config["corpus"]["genome"]["max_len"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/pretrain.yaml"
+    script:
+        "../scripts/genome_corpus.py"
+
+
+rule barcode_corpus:
+    input:
+        barcode_table(),
+    output:
+        R("corpus/barcodes.npz"),
+    log:
+        R("logs/corpus_barcodes.log"),
+    params:
+        splits=config["corpus"]["barcodes"]["splits"],
+        length=config["corpus"]["barcodes"]["length"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/pretrain.yaml"
+    script:
+        "../scripts/barcode_corpus.py"
+
+
+rule pretrain:
+    input:
+        unpack(pretrain_inputs),
+    output:
+        model=directory(R("models/{model}")),
+        metrics=R("pretrain/{model}/metrics.tsv"),
+    log:
+        R("logs/pretrain/{model}.log"),
+    benchmark:
+        R("benchmarks/pretrain/{model}.tsv")
+    params:
+        settings=model_settings,
+        checkpoint_dir=lambda wildcards: R(f"pretrain/{wildcards.model}/checkpoints"),
+    threads: pretrain_threads
+    resources:
+        mem_mb=8000,
+        gpu=lambda wildcards: MODEL_SETTINGS[wildcards.model].get("gpus", 0),
+    conda:
+        "../envs/pretrain.yaml"
+    script:
+        "../scripts/pretrain.py"

@@ -1,0 +1,235 @@
+"""Sequence embeddings from pretrained encoders, and the k-mer spectrum baseline.
+
+DESIGN.md "Embeddings": the embedding of a sequence is the mean of the encoder's last
+hidden layer over its non-padding, non-special tokens. Embeddings are stored together with
+the sequence ids, one ``.npz`` file per (model, dataset); see :func:`save_embeddings`.
+
+A model directory is what the trainer writes: ``save_pretrained`` output (a
+``BertForMaskedLM`` or a bare ``BertModel`` encoder; ``AutoModel`` loads the encoder of
+either) plus ``dnalm.json`` with at least ``k``, ``tokenization`` and ``max_tokens``.
+
+The non-neural baseline of every table, :func:`kmer_spectrum`, lives here too so that the
+evaluation stage treats it exactly like a model's embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import seq as dseq
+from .io import InputError, atomic_path
+
+META_FILE = "dnalm.json"
+REQUIRED_META = ("k", "tokenization", "max_tokens")
+
+
+def resolve_device(device: str = "auto"):
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def read_meta(model_dir: str | os.PathLike) -> dict:
+    """Read and check ``dnalm.json`` of a model directory (raises :class:`InputError`)."""
+    path = Path(model_dir) / META_FILE
+    if not path.is_file():
+        raise InputError(path, "model metadata file not found (expected next to the weights)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON: {exc}") from exc
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise InputError(path, f"missing keys {missing}")
+    if meta["tokenization"] not in dseq.TOKENIZATIONS:
+        raise InputError(path, f"tokenization {meta['tokenization']!r} is not one of {dseq.TOKENIZATIONS}")
+    if int(meta["k"]) < 1 or int(meta["max_tokens"]) < 3:
+        raise InputError(path, "k must be >= 1 and max_tokens >= 3")
+    return meta
+
+
+def load_encoder(model_dir: str | os.PathLike, device: str = "auto"):
+    """Load the encoder of a saved model and its ``dnalm.json`` metadata.
+
+    Returns ``(model, meta)``: ``model`` is the ``transformers.AutoModel`` (a ``BertModel``
+    also for a directory holding a ``BertForMaskedLM``), in eval mode, on ``device``
+    (``"auto"``: CUDA if available, else CPU); ``meta`` is the parsed ``dnalm.json``.
+    """
+    from transformers import AutoModel
+
+    meta = read_meta(model_dir)
+    model = AutoModel.from_pretrained(str(model_dir))
+    expected = dseq.vocab_size(int(meta["k"]))
+    if model.config.vocab_size != expected:
+        raise InputError(
+            Path(model_dir) / "config.json",
+            f"vocab_size {model.config.vocab_size} does not match k={meta['k']} "
+            f"(expected {expected}) in {META_FILE}",
+        )
+    model.to(resolve_device(device)).eval()
+    return model, meta
+
+
+def max_input_tokens(model, max_tokens: int | None = None) -> int:
+    """Longest token sequence (``[CLS]`` and ``[SEP]`` included) the model is fed.
+
+    The model's position table (``config.max_position_embeddings``, the trainer's inference
+    length), or ``max_tokens`` when given and smaller. Note that positions at or beyond the
+    training crop length (``dnalm.json`` ``max_tokens``) saw no training; pass that value
+    to stay inside the trained positions.
+    """
+    limit = int(model.config.max_position_embeddings)
+    if max_tokens is not None:
+        limit = min(limit, int(max_tokens))
+    return limit
+
+
+def tokenize_for_model(sequences: Sequence[str], k: int, tokenization: str, max_len: int) -> list[np.ndarray]:
+    """``[CLS] k-mers [SEP]`` token ids per sequence, truncated to ``max_len`` tokens.
+
+    Truncation drops k-mers from the end and keeps the closing ``[SEP]``.
+    """
+    if max_len < 2:
+        raise ValueError("max_len must leave room for [CLS] and [SEP]")
+    out = []
+    for s in sequences:
+        tok = dseq.tokenize(s, k, tokenization, add_special=True)
+        if tok.shape[0] > max_len:
+            tok = np.concatenate([tok[: max_len - 1], [dseq.SEP_ID]])
+        out.append(tok)
+    return out
+
+
+def pooling_mask(input_ids, attention_mask):
+    """Weights of the mean pooling: attended tokens that are k-mers (not special, not [UNK]).
+
+    A row with no such token falls back to all its attended tokens. Works on numpy arrays
+    and torch tensors alike (returns the same kind, float).
+    """
+    keep = (input_ids >= dseq.N_SPECIAL) & (attention_mask > 0)
+    empty = keep.sum(1) == 0
+    keep = keep | (empty[:, None] & (attention_mask > 0))
+    return keep.float() if hasattr(keep, "float") else keep.astype(np.float32)
+
+
+def embed_sequences(
+    model,
+    meta: dict,
+    sequences: Sequence[str],
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool = True,
+    max_tokens: int | None = None,
+) -> np.ndarray:
+    """Mean-pooled last-hidden-layer embeddings, float32 array ``(len(sequences), hidden)``.
+
+    Sequences are tokenised with the fast numpy tokenizer (``meta["k"]``,
+    ``meta["tokenization"]``), truncated to :func:`max_input_tokens` (the model's position
+    table, or ``max_tokens`` if given and smaller), and run in batches of
+    similar length (sorted longest first, order restored on output) under
+    ``torch.inference_mode`` (bf16 autocast on CUDA). ``device="auto"`` keeps the model
+    where it is; any other value moves the model there first. Pooling: see
+    :func:`pooling_mask`. A tqdm progress bar goes to stderr unless ``progress=False``.
+    """
+    import torch
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    if device == "auto":
+        dev = next(model.parameters()).device
+    else:
+        dev = torch.device(device)
+        model.to(dev)
+    model.eval()
+    hidden = int(model.config.hidden_size)
+    n = len(sequences)
+    out = np.zeros((n, hidden), dtype=np.float32)
+    if n == 0:
+        return out
+
+    tokens = tokenize_for_model(sequences, int(meta["k"]), meta["tokenization"], max_input_tokens(model, max_tokens))
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=n)
+    order = np.argsort(-lengths, kind="stable")  # longest first: memory problems show up at once
+    use_bf16 = dev.type == "cuda"
+
+    with (
+        torch.inference_mode(),
+        tqdm(total=n, desc="embedding", unit="seq", file=sys.stderr, disable=not progress) as bar,
+    ):
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            ids_np, mask_np = dseq.pad_batch([tokens[i] for i in idx])
+            ids = torch.from_numpy(ids_np).to(dev)
+            mask = torch.from_numpy(mask_np).to(dev)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                last = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            weights = pooling_mask(ids, mask)
+            pooled = (last.float() * weights[:, :, None]).sum(1) / weights.sum(1, keepdim=True)
+            out[idx] = pooled.cpu().numpy()
+            bar.update(len(idx))
+    return out
+
+
+def kmer_spectrum(sequences: Sequence[str], k: int, chunk: int = 4096) -> np.ndarray:
+    """Normalised overlapping k-mer frequencies, float32 ``(len(sequences), 4**k)``.
+
+    Column ``j`` is the k-mer with lexicographic index ``j`` (``dnalm.seq.id_to_kmer``).
+    Only windows of pure ACGT count (either case; gaps removed). Each row sums to 1, or is
+    all zero when the sequence has no valid k-mer.
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    n, width = len(sequences), 4**k
+    out = np.zeros((n, width), dtype=np.float32)
+    for lo in range(0, n, chunk):  # one bincount per chunk of sequences: bounded temporaries
+        rows, cols = [], []
+        for i in range(lo, min(lo + chunk, n)):
+            ids, valid = dseq.kmer_codes(dseq.encode(sequences[i]), k, 1)
+            ids = ids[valid]
+            cols.append(ids)
+            rows.append(np.full(ids.shape[0], i - lo, dtype=np.int64))
+        flat = np.concatenate(rows) * width + np.concatenate(cols)
+        m = min(lo + chunk, n) - lo
+        counts = np.bincount(flat, minlength=m * width).reshape(m, width).astype(np.float64)
+        totals = counts.sum(1, keepdims=True)
+        out[lo : lo + m] = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    return out
+
+
+def save_embeddings(path: str | os.PathLike, ids: Sequence[str], embeddings: np.ndarray) -> None:
+    """Write ``ids`` and ``embeddings`` to an ``.npz`` file atomically.
+
+    Keys: ``ids`` (fixed-width unicode array, loadable without pickle) and ``embeddings``
+    (float32, one row per id).
+    """
+    ids_arr = np.asarray([str(i) for i in ids], dtype=str)
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != ids_arr.shape[0]:
+        raise ValueError(f"embeddings of shape {emb.shape} do not match {ids_arr.shape[0]} ids")
+    if ids_arr.shape[0] == 0:
+        ids_arr = np.zeros(0, dtype="<U1")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, ids=ids_arr, embeddings=emb)
+
+
+def load_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a file written by :func:`save_embeddings`: ``(ids, embeddings)``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ids, emb = data["ids"], data["embeddings"]
+    except (KeyError, ValueError, OSError) as exc:
+        raise InputError(path, f"not an embeddings file: {exc}") from exc
+    if emb.ndim != 2 or emb.shape[0] != ids.shape[0]:
+        raise InputError(path, f"{ids.shape[0]} ids but embeddings of shape {emb.shape}")
+    return ids, emb.astype(np.float32, copy=False)

@@ -1,0 +1,120 @@
+"""Input/output helpers shared by every stage: atomic writes, clear input errors, FASTA."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class InputError(ValueError):
+    """Bad user input; the message names the file, the record and the problem."""
+
+    def __init__(self, path, problem: str, record: str | None = None):
+        where = f"{path}"
+        if record is not None:
+            where += f", record {record!r}"
+        super().__init__(f"{where}: {problem}")
+        self.path = str(path)
+        self.record = record
+        self.problem = problem
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    On any exception the temporary file is removed, so no half-written output is left.
+    ``suffix`` defaults to the target's own suffix(es) so that libraries which infer the
+    format from the extension (numpy, matplotlib, pandas) behave as for the real path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
+    """``open()`` a temporary file that replaces ``path`` only if the block succeeds."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as handle:
+            yield handle
+
+
+def open_text(path: str | os.PathLike):
+    """Open a plain or gzip/bgzip-compressed text file for reading."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rt")
+    return open(path, "rt")
+
+
+def read_fasta(path: str | os.PathLike) -> Iterator[tuple[str, str]]:
+    """Yield ``(name, sequence)`` for each record of a (gzipped) FASTA file.
+
+    Uses Biopython's parser; raises :class:`InputError` naming the file and record for an
+    empty file, a file that is not FASTA, or duplicate record names.
+    """
+    from Bio.SeqIO.FastaIO import SimpleFastaParser
+
+    seen: set[str] = set()
+    n = 0
+    try:
+        with open_text(path) as handle:
+            first = handle.read(1)
+            if first == "":
+                raise InputError(path, "file is empty")
+            if first != ">":
+                raise InputError(path, "not a FASTA file (first character is not '>')")
+            handle.seek(0)
+            for title, seq in SimpleFastaParser(handle):
+                name = title.split(None, 1)[0] if title.strip() else ""
+                if not name:
+                    raise InputError(path, "record with an empty name", record=f"#{n + 1}")
+                if name in seen:
+                    raise InputError(path, "duplicate record name", record=name)
+                seen.add(name)
+                n += 1
+                yield name, seq
+    except (EOFError, gzip.BadGzipFile, OSError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(path, f"cannot read compressed/plain FASTA: {exc}") from exc
+    if n == 0:
+        raise InputError(path, "no FASTA records found")
+
+
+def write_fasta(path: str | os.PathLike, records, width: int = 80) -> None:
+    """Write ``(name, sequence)`` pairs as FASTA, atomically."""
+    with atomic_open(path) as out:
+        for name, seq in records:
+            out.write(f">{name}\n")
+            for i in range(0, len(seq), width):
+                out.write(seq[i : i + width] + "\n")
+
+
+def write_tsv(df, path: str | os.PathLike) -> None:
+    """Write a pandas DataFrame as a tab-separated file with a header, atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False)

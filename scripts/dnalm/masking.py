@@ -1,0 +1,296 @@
+"""Masking strategies for pretraining (DESIGN.md "Masking strategies").
+
+Every function works on ONE sequence: a 1-D int64 array of token ids as produced by
+:func:`dnalm.seq.tokenize_codes` (``[CLS] k-mers [SEP]``, no padding). Only k-mer tokens
+are maskable (see :func:`maskable`). The functions return a boolean mask of the same
+length; the model-specific corruption (MLM 80/10/10, or MAE dropping) happens later.
+
+Random draws are made up front, in a fixed and documented order, from the
+``numpy.random.Generator`` passed in, so that a slow reference implementation (the tests)
+can replay exactly the same draws and a resumed training run can replay a stream from a
+saved generator state:
+
+================================  ===========================================================
+function                          draws (in this order)
+================================  ===========================================================
+random_mask_overlapping           ``rng.random(n)``: one uniform per token (centre if < p)
+genemask_mask_overlapping         ``rng.random(n)``: one uniform per token (centre if < p)
+random_mask_nonoverlapping        ``rng.random(n)``: one uniform per token (masked if < ratio)
+genemask_mask_nonoverlapping      ``rng.random(n)``: one uniform per token (candidate order)
+apply_mlm_corruption              ``rng.random(shape)`` then ``rng.integers(5, V, shape)``
+================================  ===========================================================
+
+(``n = len(token_ids)``; uniforms of non-maskable positions are drawn and ignored.)
+
+NPMI lookups use the CONTENT of a token: ``npmi[token_id - N_SPECIAL]`` is the NPMI of the
+k-mer the token stands for. (The public GeneMask code indexed its NPMI list by the token's
+position in the sequence, which makes the "NPMI-guided" choice independent of the
+sequence; DESIGN.md calls this out as a defect not to copy.)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from .seq import MASK_ID, N_SPECIAL, TOKENIZATIONS, kmer_to_id
+
+STRATEGIES = ("random", "genemask")
+
+#: Defaults from DESIGN.md. ``center_prob`` depends on the strategy (DNABERT 0.025,
+#: GeneMask 0.0176), so its generic default is ``None`` = "the strategy's default".
+DEFAULT_MASKING_PARAMS = {
+    "center_prob": None,  # overlapping: probability that a maskable token is a centre
+    "span": 11,  # overlapping genemask: tokens masked around each chosen token
+    "keep_fraction": 0.5,  # genemask: fraction of centres (or candidates) kept by NPMI
+    "min_keep": 5,  # overlapping genemask: keep all centres unless more than this survive
+    "mask_ratio": 0.5,  # non-overlapping: fraction of maskable tokens masked (BarcodeMAE)
+}
+DEFAULT_CENTER_PROB = {"random": 0.025, "genemask": 0.0176}
+
+
+def resolve_masking_params(strategy: str, params: dict | None = None) -> dict:
+    """Fill DESIGN.md defaults into ``params``; unknown keys raise ``ValueError``."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown masking strategy {strategy!r}; expected one of {STRATEGIES}")
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(DEFAULT_MASKING_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown masking parameter(s) {unknown}; expected {sorted(DEFAULT_MASKING_PARAMS)}")
+    out = {**DEFAULT_MASKING_PARAMS, **{k: v for k, v in params.items() if v is not None}}
+    if out["center_prob"] is None:
+        out["center_prob"] = DEFAULT_CENTER_PROB[strategy]
+    out["center_prob"] = float(out["center_prob"])
+    out["keep_fraction"] = float(out["keep_fraction"])
+    out["mask_ratio"] = float(out["mask_ratio"])
+    out["span"] = int(out["span"])
+    out["min_keep"] = int(out["min_keep"])
+    if not 0.0 <= out["center_prob"] <= 1.0:
+        raise ValueError(f"center_prob must be in [0, 1], got {out['center_prob']}")
+    if not 0.0 < out["keep_fraction"] <= 1.0:
+        raise ValueError(f"keep_fraction must be in (0, 1], got {out['keep_fraction']}")
+    if not 0.0 <= out["mask_ratio"] <= 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1], got {out['mask_ratio']}")
+    if out["span"] < 1:
+        raise ValueError(f"span must be >= 1, got {out['span']}")
+    if out["min_keep"] < 0:
+        raise ValueError(f"min_keep must be >= 0, got {out['min_keep']}")
+    return out
+
+
+def maskable(token_ids) -> np.ndarray:
+    """True for k-mer tokens (id >= ``N_SPECIAL``); special tokens are never masked.
+
+    [UNK] (a k-mer containing N or another non-ACGT letter) is NOT maskable: it carries no
+    k-mer identity to predict, it has no NPMI, and predicting "[UNK]" would teach the model
+    where the assembly gaps are rather than anything about sequence. It stays visible.
+    """
+    return np.asarray(token_ids) >= N_SPECIAL
+
+
+def _span_offsets(width: int) -> tuple[int, int]:
+    """(left, right) reach of a run of ``width`` tokens centred on a token."""
+    return (width - 1) // 2, width // 2  # floor((w-1)/2), ceil((w-1)/2)
+
+
+def _cover(n: int, centres: np.ndarray, width: int) -> np.ndarray:
+    """Boolean array of length n covering ``width`` tokens centred on each centre (clipped)."""
+    left, right = _span_offsets(width)
+    starts = np.bincount(np.clip(centres - left, 0, n), minlength=n + 1)
+    ends = np.bincount(np.clip(centres + right + 1, 0, n), minlength=n + 1)
+    return np.cumsum(starts[:n] - ends[:n]) > 0
+
+
+def random_mask_overlapping(token_ids, k: int, center_prob: float, rng) -> np.ndarray:
+    """DNABERT span masking for overlapping k-mers.
+
+    Every maskable token is a centre with probability ``center_prob``; each centre c masks
+    tokens c-floor((k-1)/2) .. c+ceil((k-1)/2) (k tokens: all k-mers sharing c's middle
+    base), clipped to the sequence; special tokens and [UNK] inside a span stay unmasked.
+    Draws ``rng.random(len(token_ids))``.
+    """
+    ids = np.asarray(token_ids)
+    ok = maskable(ids)
+    u = rng.random(ids.shape[0])
+    centres = np.flatnonzero(ok & (u < center_prob))
+    return _cover(ids.shape[0], centres, k) & ok
+
+
+def _content_npmi(ids: np.ndarray, ok: np.ndarray, npmi: np.ndarray) -> np.ndarray:
+    """NPMI of each token's k-mer (float64; -inf for non-maskable tokens or unknown k-mers)."""
+    npmi = np.asarray(npmi, dtype=np.float64)
+    score = np.full(ids.shape[0], -np.inf)
+    score[ok] = npmi[ids[ok] - N_SPECIAL]
+    return np.where(np.isnan(score), -np.inf, score)
+
+
+def genemask_mask_overlapping(
+    token_ids, npmi, k: int, center_prob: float, span: int, keep_fraction: float, min_keep: int, rng
+) -> np.ndarray:
+    """GeneMask: NPMI-guided span masking for overlapping k-mers.
+
+    1. Centres: each maskable token with probability ``center_prob`` (draws
+       ``rng.random(len(token_ids))``, as :func:`random_mask_overlapping`).
+    2. For each centre c, its window is the k tokens c-floor((k-1)/2) .. c+ceil((k-1)/2)
+       (clipped; only maskable tokens count). b(c) is the window token whose k-mer CONTENT
+       has the highest NPMI (``npmi[token_id - 5]``; unknown = -inf; ties -> leftmost).
+    3. ``n_top = int(keep_fraction * n_centres)``; if ``n_top > min_keep`` only the n_top
+       centres with the highest NPMI(b) are kept (ties -> leftmost centre), else all are.
+    4. Mask ``span`` tokens b-floor((span-1)/2) .. b+ceil((span-1)/2) around each kept b
+       (clipped; special tokens and [UNK] stay unmasked).
+    """
+    ids = np.asarray(token_ids)
+    n = ids.shape[0]
+    ok = maskable(ids)
+    u = rng.random(n)
+    centres = np.flatnonzero(ok & (u < center_prob))
+    if centres.size == 0:
+        return np.zeros(n, dtype=bool)
+    score = _content_npmi(ids, ok, npmi)
+
+    left, right = _span_offsets(k)
+    window = centres[:, None] + np.arange(-left, right + 1)[None, :]  # (n_centres, k)
+    inside = (window >= 0) & (window < n)
+    window = np.clip(window, 0, n - 1)
+    valid = inside & ok[window]  # the centre itself is always valid
+    wscore = np.where(valid, score[window], -np.inf)
+    best = wscore.max(axis=1)
+    # leftmost valid position reaching the best score (works when best == -inf too)
+    first = np.argmax(valid & (wscore == best[:, None]), axis=1)
+    b = window[np.arange(centres.size), first]
+
+    n_top = int(keep_fraction * centres.size)
+    if n_top > min_keep:
+        order = np.argsort(-best, kind="stable")  # centres are in position order already
+        b = b[np.sort(order[:n_top])]
+    return _cover(n, b, span) & ok
+
+
+def random_mask_nonoverlapping(token_ids, mask_ratio: float, rng) -> np.ndarray:
+    """i.i.d. Bernoulli(``mask_ratio``) masking of maskable tokens (BarcodeBERT/MAE).
+
+    Draws ``rng.random(len(token_ids))``; token i is masked when maskable and its uniform is
+    below ``mask_ratio``. If that masks nothing but some token is maskable, the maskable
+    token with the smallest uniform (leftmost on ties) is masked, so every sequence with a
+    k-mer contributes to the loss.
+    """
+    ids = np.asarray(token_ids)
+    ok = maskable(ids)
+    u = rng.random(ids.shape[0])
+    mask = ok & (u < mask_ratio)
+    if not mask.any() and ok.any():
+        mask[np.argmin(np.where(ok, u, np.inf))] = True
+    return mask
+
+
+def _n_masked(n_maskable: int, mask_ratio: float) -> int:
+    """round(mask_ratio * n_maskable) (half to even, as Python's round), at least 1."""
+    if n_maskable == 0:
+        return 0
+    return min(n_maskable, max(1, round(mask_ratio * n_maskable)))
+
+
+def genemask_mask_nonoverlapping(token_ids, npmi, mask_ratio: float, keep_fraction: float, rng) -> np.ndarray:
+    """NPMI-guided masking for non-overlapping k-mers.
+
+    ``m = round(mask_ratio * n_maskable)`` (at least 1 when anything is maskable). Draws
+    ``rng.random(len(token_ids))``; the ``min(n_maskable, round(m / keep_fraction))``
+    maskable tokens with the smallest uniforms (a uniformly random subset; ties -> leftmost)
+    are the candidates, and the ``m`` candidates whose k-mer content has the highest NPMI
+    (ties -> leftmost) are masked. With keep_fraction 1 this is random masking of exactly m.
+    """
+    ids = np.asarray(token_ids)
+    n = ids.shape[0]
+    ok = maskable(ids)
+    u = rng.random(n)
+    pos = np.flatnonzero(ok)
+    mask = np.zeros(n, dtype=bool)
+    m = _n_masked(pos.size, mask_ratio)
+    if m == 0:
+        return mask
+    n_cand = min(pos.size, max(m, round(m / keep_fraction)))
+    cand = np.sort(pos[np.argsort(u[pos], kind="stable")[:n_cand]])
+    score = _content_npmi(ids, ok, npmi)[cand]
+    mask[cand[np.argsort(-score, kind="stable")[:m]]] = True
+    return mask
+
+
+def make_mask(token_ids, strategy: str, tokenization: str, k: int, params: dict, npmi, rng) -> np.ndarray:
+    """Dispatch to the strategy x tokenization masking function.
+
+    ``params`` is completed with :data:`DEFAULT_MASKING_PARAMS` (``center_prob`` defaults to
+    0.025 for random, 0.0176 for genemask). ``npmi`` (length 4**k, see
+    :func:`load_npmi_table`) is required for genemask and ignored for random.
+    """
+    if tokenization not in TOKENIZATIONS:
+        raise ValueError(f"unknown tokenization {tokenization!r}; expected one of {TOKENIZATIONS}")
+    p = resolve_masking_params(strategy, params)
+    if strategy == "genemask":
+        if npmi is None:
+            raise ValueError("genemask masking needs an NPMI table (npmi=None given)")
+        if len(npmi) != 4**k:
+            raise ValueError(f"NPMI table has {len(npmi)} entries, expected 4**{k} = {4**k}")
+    if tokenization == "overlapping":
+        if strategy == "random":
+            return random_mask_overlapping(token_ids, k, p["center_prob"], rng)
+        return genemask_mask_overlapping(
+            token_ids, npmi, k, p["center_prob"], p["span"], p["keep_fraction"], p["min_keep"], rng
+        )
+    if strategy == "random":
+        return random_mask_nonoverlapping(token_ids, p["mask_ratio"], rng)
+    return genemask_mask_nonoverlapping(token_ids, npmi, p["mask_ratio"], p["keep_fraction"], rng)
+
+
+def apply_mlm_corruption(
+    input_ids, mask, vocab_size: int, rng, mask_prob: float = 0.8, random_prob: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """BERT's 80/10/10 corruption of masked positions (any array shape, e.g. a padded batch).
+
+    Draws ``u = rng.random(shape)`` and ``r = rng.integers(N_SPECIAL, vocab_size, shape)``.
+    A masked position becomes [MASK] if ``u < mask_prob``, the random k-mer token ``r`` if
+    ``u < mask_prob + random_prob`` (never a special token), and stays unchanged otherwise.
+    Returns ``(corrupted_ids, labels)`` with ``labels`` = original id at masked positions and
+    -100 (ignored by the loss) elsewhere.
+    """
+    ids = np.asarray(input_ids, dtype=np.int64)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != ids.shape:
+        raise ValueError(f"mask shape {mask.shape} != input shape {ids.shape}")
+    u = rng.random(ids.shape)
+    r = rng.integers(N_SPECIAL, vocab_size, size=ids.shape, dtype=np.int64)
+    corrupted = np.where(mask & (u < mask_prob), MASK_ID, ids)
+    corrupted = np.where(mask & (u >= mask_prob) & (u < mask_prob + random_prob), r, corrupted)
+    labels = np.where(mask, ids, -100)
+    return corrupted, labels
+
+
+def load_npmi_table(path: str | os.PathLike, k: int) -> np.ndarray:
+    """NPMI lookup array for k-mers from the TSV written by ``dnalm.npmi``.
+
+    Reads the rows with ``n == k`` and returns a float32 array of length 4**k indexed by
+    :func:`dnalm.seq.kmer_to_id` (== token id - N_SPECIAL); k-mers absent from the table
+    (below ``min_count``) or with a NaN NPMI are -inf, so they are never preferred.
+    """
+    import pandas as pd
+
+    from .io import InputError
+
+    try:
+        df = pd.read_csv(path, sep="\t", dtype={"kmer": str})
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read NPMI table: {exc}") from exc
+    missing = {"kmer", "n", "npmi"} - set(df.columns)
+    if missing:
+        raise InputError(path, f"NPMI table lacks column(s) {sorted(missing)}")
+    rows = df[df["n"] == k]
+    if rows.empty:
+        raise InputError(path, f"NPMI table has no {k}-mers (rows with n == {k}); was it built with k_max >= {k}?")
+    table = np.full(4**k, -np.inf, dtype=np.float32)
+    for kmer, value in zip(rows["kmer"], rows["npmi"], strict=True):
+        if not isinstance(kmer, str) or len(kmer) != k or set(kmer.upper()) - set("ACGT"):
+            raise InputError(path, f"bad k-mer {kmer!r} in a row with n == {k}")
+        if not math.isnan(value):
+            table[kmer_to_id(kmer)] = value
+    return table

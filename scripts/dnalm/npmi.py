@@ -1,0 +1,152 @@
+"""NPMI table of n-grams (DESIGN.md "k-mer counts and NPMI").
+
+For an n-gram w (n >= 2), with p(s) = count(s) / n_windows(|s|) and natural logs,
+
+    PMI(w)  = log p(w) - max over segmentations sigma of w into >= 2 contiguous non-empty
+              parts of  sum_{s in sigma} log p(s)                      (Levine et al. 2021)
+    NPMI(w) = PMI(w) / (-log p(w))
+
+For n = 2 this is Bouma's NPMI. The max is a dynamic programme over prefixes,
+vectorised over all kept n-grams of one length: ``best[j]`` is the best log-probability
+of any segmentation (>= 1 part) of the prefix w[0:j]; the answer is
+``max_{0<i<n} best[i] + log p(w[i:n])``. Sub-part codes come from code arithmetic
+(w[i:j] = (code >> 2*(n-j)) & (4**(j-i) - 1)). The cost is O(rows * n**2) plus reading
+the count tables, independent of genome size.
+
+Conventions for degenerate rows (only reachable on tiny corpora or with ``min_count`` 0):
+* count(w) = 0 (``min_count`` <= 0): log_p = -inf, PMI = -inf and NPMI = -1 (Bouma's
+  value for an n-gram that never occurs); a sub-part that never occurs has log p = -inf
+  and so never wins the max.
+* p(w) = 1 (every window of length n is w): -log p = 0, NPMI is set to 1 if PMI > 0
+  and 0 otherwise.
+
+Table columns (TSV on disk): kmer, n, count, log_p, pmi, npmi, rank — rank 1 is the
+highest NPMI within its length, ties broken by the k-mer string; rows sorted by n, rank.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from dnalm import io
+from dnalm.kmers import KmerCounts, codes_to_strings, strings_to_codes
+
+COLUMNS = ["kmer", "n", "count", "log_p", "pmi", "npmi", "rank"]
+
+
+def _log_p_tables(counts: KmerCounts) -> list[np.ndarray]:
+    """log p(s) for every n-gram code of every length (index n - 1); -inf where count is 0."""
+    out = []
+    for n in range(1, counts.k_max + 1):
+        c = counts.counts[n - 1].astype(np.float64)
+        total = c.sum()
+        with np.errstate(divide="ignore"):
+            out.append(np.log(c / total) if total > 0 else np.full_like(c, -np.inf))
+    return out
+
+
+def best_segmentation_log_p(codes: np.ndarray, n: int, log_p: list[np.ndarray]) -> np.ndarray:
+    """For each n-gram code, max over segmentations into >= 2 parts of the sum of log p(part)."""
+    codes = np.asarray(codes, dtype=np.int64)
+
+    def part(i: int, j: int) -> np.ndarray:  # log p of w[i:j] for every code
+        sub = (codes >> (2 * (n - j))) & (4 ** (j - i) - 1)
+        return log_p[j - i - 1][sub]
+
+    best = [np.zeros(len(codes))]  # best[j]: best segmentation (>= 1 part) of w[0:j]
+    for j in range(1, n):
+        cand = part(0, j)
+        for i in range(1, j):
+            cand = np.maximum(cand, best[i] + part(i, j))
+        best.append(cand)
+    out = np.full(len(codes), -np.inf)
+    for i in range(1, n):  # the last part is w[i:n] with i >= 1, so at least two parts
+        out = np.maximum(out, best[i] + part(i, n))
+    return out
+
+
+def npmi_table(counts: KmerCounts, min_count: int = 1, n_min: int = 2) -> pd.DataFrame:
+    """One row per n-gram with n in n_min..k_max and count >= min_count (see module docstring)."""
+    if n_min < 2:
+        raise ValueError(f"n_min must be >= 2 (PMI needs at least two parts), got {n_min}")
+    log_p = _log_p_tables(counts)
+    frames = []
+    for n in range(n_min, counts.k_max + 1):
+        cnt = counts.counts[n - 1]
+        codes = np.flatnonzero(cnt >= min_count).astype(np.int64)
+        lp = log_p[n - 1][codes]
+        seg = best_segmentation_log_p(codes, n, log_p)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pmi = np.where(np.isneginf(lp), -np.inf, lp - seg)
+            npmi = np.where(lp < 0, pmi / -lp, np.where(pmi > 0, 1.0, 0.0))
+        npmi[np.isneginf(lp)] = -1.0
+        order = np.lexsort((codes, -npmi))  # NPMI descending, then code == string ascending
+        rank = np.empty(len(codes), dtype=np.int64)
+        rank[order] = np.arange(1, len(codes) + 1)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "kmer": codes_to_strings(codes[order], n),
+                    "n": np.full(len(codes), n, dtype=np.int64),
+                    "count": cnt[codes][order].astype(np.int64),
+                    "log_p": lp[order],
+                    "pmi": pmi[order],
+                    "npmi": npmi[order],
+                    "rank": rank[order],
+                }
+            )
+        )
+    if not frames:
+        return _empty_table()
+    return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+def _empty_table() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "kmer": pd.Series([], dtype=object),
+            "n": pd.Series([], dtype=np.int64),
+            "count": pd.Series([], dtype=np.int64),
+            "log_p": pd.Series([], dtype=np.float64),
+            "pmi": pd.Series([], dtype=np.float64),
+            "npmi": pd.Series([], dtype=np.float64),
+            "rank": pd.Series([], dtype=np.int64),
+        }
+    )
+
+
+def write_npmi_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write the table as TSV (full float precision, -inf as '-inf'), atomically."""
+    io.write_tsv(df[COLUMNS], path)
+
+
+def read_npmi_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a table written by :func:`write_npmi_table`; InputError if columns are missing."""
+    try:
+        df = pd.read_csv(
+            path,
+            sep="\t",
+            dtype={"kmer": str, "n": np.int64, "count": np.int64, "rank": np.int64},
+            keep_default_na=False,
+            na_values={"log_p": ["nan"], "pmi": ["nan"], "npmi": ["nan"]},
+        )
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise io.InputError(path, f"cannot read NPMI table: {exc}") from exc
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise io.InputError(path, f"NPMI table lacks column(s) {', '.join(missing)}")
+    for c in ("log_p", "pmi", "npmi"):
+        df[c] = df[c].astype(np.float64)
+    return df[COLUMNS]
+
+
+def npmi_lookup(table: pd.DataFrame, k: int) -> np.ndarray:
+    """float32 array of length 4**k: NPMI of each k-mer by its code; -inf where absent."""
+    out = np.full(4**k, -np.inf, dtype=np.float32)
+    rows = table[table["n"] == k]
+    if len(rows):
+        out[strings_to_codes(rows["kmer"].tolist(), k)] = rows["npmi"].to_numpy(np.float32)
+    return out

@@ -1,0 +1,441 @@
+"""Report figures, in one style: the Okabe–Ito colour-blind-safe palette, readable fonts,
+titles, labelled axes with units, legends outside the data.
+
+Every function draws one figure, saves it atomically to ``path`` (the format follows the
+extension: ``.png`` at 150 dpi or ``.svg``) and returns the ``Figure`` for inspection. Figures are built with the object-oriented
+``matplotlib.figure.Figure`` API (Agg canvas), so nothing touches pyplot's global state and
+no figure is left open. SVG output carries no date and a fixed hash salt, so reruns give
+identical files.
+
+Inputs are the tidy tables of :mod:`dnalm.evaluate` (after :func:`dnalm.evaluate.summarize`
+plus ``model`` and ``dataset`` columns), training curves, and the annotated NPMI table.
+The non-neural baseline is the model named :data:`BASELINE` and is always drawn dashed grey.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+from .io import atomic_path
+
+OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "bluish_green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish_purple": "#CC79A7",
+}
+# order in which models get colours: strongest contrasts on white first, yellow last
+MODEL_COLORS = [
+    OKABE_ITO[c]
+    for c in ("blue", "vermillion", "bluish_green", "orange", "reddish_purple", "sky_blue", "black", "yellow")
+]
+MARKERS = ["o", "^", "D", "v", "P", "X", "<", ">"]
+BASELINE = "kmer"
+BASELINE_COLOR = "#7F7F7F"
+MUTED_COLOR = "#BBBBBB"
+
+STYLE = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "legend.title_fontsize": 10,
+    "figure.titlesize": 13,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "svg.hashsalt": "dnalm",
+    "svg.fonttype": "path",
+}
+METRIC_LABELS = {
+    "accuracy": "accuracy (fraction correct)",
+    "balanced_accuracy": "balanced accuracy (mean per-class recall)",
+    "macro_f1": "macro-F1 (unweighted mean over classes)",
+    "mcc": "Matthews correlation (−1 to 1)",
+}
+TAXONOMY_BARS = ("closed-world: species, seen (linear probe)", "open-world: genus, unseen species (1-NN)")
+METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1", "mcc": "MCC"}
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def model_style(models) -> dict[str, dict]:
+    """Colour, marker and line style per model name.
+
+    The baseline is dashed grey with square markers; the other models get Okabe–Ito
+    colours in sorted-name order, so the same set of models looks the same in every figure.
+    """
+    styles = {}
+    others = sorted(m for m in set(models) if m != BASELINE)
+    for i, m in enumerate(others):
+        styles[m] = {
+            "color": MODEL_COLORS[i % len(MODEL_COLORS)],
+            "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": "-" if i < len(MODEL_COLORS) else ":",
+        }
+    if BASELINE in set(models):
+        styles[BASELINE] = {"color": BASELINE_COLOR, "marker": "s", "linestyle": "--"}
+    return styles
+
+
+def model_order(models) -> list[str]:
+    """Sorted model names with the baseline last."""
+    models = set(models)
+    return sorted(m for m in models if m != BASELINE) + ([BASELINE] if BASELINE in models else [])
+
+
+def model_label(model: str) -> str:
+    return f"{model} (k-mer spectrum baseline)" if model == BASELINE else model
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
+    """Save ``fig`` atomically as PNG or SVG (by the extension of ``path``)."""
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"{path}: figures are written as .png or .svg, not {fmt!r}")
+    metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+    import matplotlib
+
+    with matplotlib.rc_context(STYLE), atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=150, metadata=metadata)
+
+
+def _require(df: pd.DataFrame, columns, what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what}: missing columns {missing}")
+
+
+def _select(summary: pd.DataFrame, protocol: str, metric: str) -> pd.DataFrame:
+    rows = summary["metric"] == metric
+    if "protocol" in summary.columns:
+        rows &= summary["protocol"] == protocol
+    return summary[rows]
+
+
+def _legend_right(fig: Figure, handles, labels, title: str | None = None) -> None:
+    fig.legend(handles, labels, loc="outside right center", title=title, frameon=False)
+
+
+# --------------------------------------------------------------------------- few-shot
+
+
+def plot_fewshot(summary: pd.DataFrame, path: str | os.PathLike, metric: str = "accuracy") -> Figure:
+    """Few-shot learning curves: one panel per task (``dataset``), x = shots per class
+    (log scale), y = mean ``metric`` with ±1 s.d. error bars over repeats, one line per model.
+    """
+    import matplotlib
+
+    _require(summary, ["model", "dataset", "shots", "metric", "mean", "std"], "plot_fewshot")
+    df = _select(summary, "fewshot", metric)
+    df = df[df["shots"].notna()]
+    if df.empty:
+        raise ValueError(f"plot_fewshot: no few-shot rows for metric {metric!r}")
+    datasets = sorted(df["dataset"].astype(str).unique())
+    styles = model_style(df["model"])
+    ncols = 2 if len(datasets) == 4 else min(len(datasets), 3)
+    nrows = math.ceil(len(datasets) / ncols)
+    ylabel = METRIC_LABELS.get(metric, metric)
+    n_rep = df["n"].max() if "n" in df.columns else None
+
+    with matplotlib.rc_context(STYLE):
+        fig = _new_figure(max(4.3 * ncols, 7.0), 3.4 * nrows + 1.2)
+        axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+        handles = {}
+        for ax, ds in zip(axes.flat, datasets):
+            sub = df[df["dataset"].astype(str) == ds]
+            for model in model_order(sub["model"]):
+                m = sub[sub["model"] == model].sort_values("shots")
+                st = styles[model]
+                h = ax.errorbar(
+                    m["shots"],
+                    m["mean"],
+                    yerr=m["std"].fillna(0.0),
+                    color=st["color"],
+                    marker=st["marker"],
+                    linestyle=st["linestyle"],
+                    markersize=5,
+                    linewidth=1.8,
+                    capsize=3,
+                    elinewidth=1,
+                )
+                handles.setdefault(model, h)
+            shots = np.sort(sub["shots"].unique())
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(FixedLocator(shots))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_locator(NullLocator())
+            if len(shots) == 1:
+                ax.set_xlim(shots[0] / 2, shots[0] * 2)
+            ax.set_title(ds)
+            ax.set_xlabel("shots per class (log scale)")
+        for ax in axes[:, 0]:
+            ax.set_ylabel(ylabel)
+        for ax in axes.flat[len(datasets) :]:
+            ax.set_visible(False)
+        order = model_order(handles)
+        fig.legend(
+            [handles[m] for m in order],
+            [model_label(m) for m in order],
+            title="model",
+            loc="outside lower center",
+            ncols=min(len(order), 3),
+            frameon=False,
+        )
+        reps = f", mean ± s.d. over {int(n_rep)} repeats" if n_rep and n_rep > 1 else ""
+        fig.suptitle(f"Few-shot {METRIC_NAMES.get(metric, metric)}: linear probe on frozen embeddings{reps}")
+    save_figure(fig, path)
+    return fig
+
+
+# --------------------------------------------------------------------------- taxonomy
+
+
+def plot_taxonomy(summary: pd.DataFrame, path: str | os.PathLike, chance=None) -> Figure:
+    """Grouped bars per model: closed-world species accuracy (linear probe on seen species)
+    and open-world genus accuracy (1-NN for unseen species), one panel per ``dataset``.
+
+    The open-world chance level is drawn as a dashed segment over the open-world bars. It is
+    taken from ``chance`` (a number, or a mapping dataset -> number; legend "chance level")
+    or else from the ``open_world``/``chance_accuracy`` rows of ``summary`` when present
+    (legend "label-blind 1-NN", see :func:`dnalm.evaluate.chance_accuracy`).
+    """
+    import matplotlib
+
+    _require(summary, ["model", "protocol", "metric", "mean"], "plot_taxonomy")
+    df = summary.copy()
+    if "dataset" not in df.columns:
+        df["dataset"] = ""
+    df["dataset"] = df["dataset"].astype(str)
+    closed = _select(df, "closed_world", "accuracy")
+    opened = _select(df, "open_world", "accuracy")
+    if closed.empty and opened.empty:
+        raise ValueError("plot_taxonomy: no closed_world or open_world accuracy rows")
+    datasets = sorted(set(closed["dataset"]) | set(opened["dataset"]))
+    chance_rows = _select(df, "open_world", "chance_accuracy")
+    bars = [(TAXONOMY_BARS[0], closed, OKABE_ITO["blue"]), (TAXONOMY_BARS[1], opened, OKABE_ITO["orange"])]
+    width = 0.38
+
+    with matplotlib.rc_context(STYLE):
+        n_models = max(len(set(closed["model"]) | set(opened["model"])), 1)
+        ncols = min(len(datasets), 2)
+        nrows = math.ceil(len(datasets) / ncols)
+        fig = _new_figure(max(1.1 * n_models + 1.5, 4.0) * ncols + 3.4, 4.0 * nrows + 0.6)
+        axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+        chance_drawn = False
+        for ax, ds in zip(axes.flat, datasets):
+            models = model_order(
+                set(closed.loc[closed["dataset"] == ds, "model"]) | set(opened.loc[opened["dataset"] == ds, "model"])
+            )
+            x = np.arange(len(models))
+            for j, (_, rows, color) in enumerate(bars):
+                per_model = rows[rows["dataset"] == ds].groupby("model")
+                mean = per_model["mean"].mean().reindex(models).to_numpy(dtype=float)
+                std = per_model["std"].mean().reindex(models).to_numpy(dtype=float) if "std" in df else mean * np.nan
+                ok = np.isfinite(mean)
+                err = np.nan_to_num(std[ok])
+                xs = x[ok] + (j - 0.5) * width
+                ax.bar(
+                    xs,
+                    mean[ok],
+                    width,
+                    color=color,
+                    edgecolor="white",
+                    linewidth=0.5,
+                    yerr=err if err.any() else None,  # no error bars for single runs
+                    error_kw={"elinewidth": 1, "capsize": 3},
+                )
+                for xi, v, e in zip(xs, mean[ok], err):
+                    ax.text(xi, v + e + 0.015, f"{v:.2f}", ha="center", va="bottom", fontsize=9)
+            level = _chance_for(chance, chance_rows, ds)
+            if level is not None and (opened["dataset"] == ds).any():
+                ax.hlines(
+                    np.full(len(models), level),
+                    x + 0.5 * width - width / 2,
+                    x + 0.5 * width + width / 2,
+                    colors="black",
+                    linestyles="--",
+                    linewidth=1.5,
+                )
+                chance_drawn = True
+            long = max(map(len, models)) > 8
+            ticks = [f"{m}\n(baseline)" if m == BASELINE else m for m in models]
+            ax.set_xticks(x, ticks, rotation=20 if long else 0, ha="right" if long else "center")
+            for label, m in zip(ax.get_xticklabels(), models):
+                if m == BASELINE:
+                    label.set_color(BASELINE_COLOR)
+            ax.set_ylim(0, 1.1)
+            ax.set_xlim(-0.6, len(models) - 0.4)
+            ax.grid(axis="x", visible=False)
+            ax.set_title(ds if ds else "taxonomy")
+            ax.set_xlabel("model")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("accuracy (fraction correct)")
+        for ax in axes.flat[len(datasets) :]:
+            ax.set_visible(False)
+        handles = [Patch(facecolor=c, label=lab) for lab, rows, c in bars if not rows.empty]
+        if chance_drawn:
+            label = "open-world chance level" if chance is not None else "open-world chance\n(label-blind 1-NN)"
+            handles.append(Line2D([], [], color="black", linestyle="--", label=label))
+        fig.legend(handles=handles, loc="outside right center", frameon=False)
+        fig.suptitle("Taxonomic classification from frozen embeddings")
+    save_figure(fig, path)
+    return fig
+
+
+def _chance_for(chance, chance_rows: pd.DataFrame, dataset: str) -> float | None:
+    if chance is not None:
+        value = chance.get(dataset) if isinstance(chance, Mapping) else chance
+        return None if value is None else float(value)
+    rows = chance_rows[chance_rows["dataset"] == dataset]["mean"]
+    return float(rows.mean()) if len(rows) else None
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _smooth(values: pd.Series) -> pd.Series:
+    window = max(5, len(values) // 25)
+    return values.rolling(window, min_periods=1, center=True).mean()
+
+
+def plot_training(curves: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> Figure:
+    """Training curves per model: loss vs step and achieved mask rate vs step.
+
+    Each DataFrame has columns ``step, loss, masked_acc, mask_rate``. With more than 50
+    logged points the raw curve is drawn faint under a centred rolling mean.
+    """
+    import matplotlib
+
+    if not curves:
+        raise ValueError("plot_training: no curves given")
+    for name, df in curves.items():
+        _require(df, ["step", "loss", "mask_rate"], f"plot_training ({name})")
+    styles = model_style(curves.keys())
+    panels = [
+        ("loss", "Training loss on masked tokens", "cross-entropy (nats per token)"),
+        ("mask_rate", "Achieved mask rate", "fraction of tokens masked"),
+    ]
+
+    with matplotlib.rc_context(STYLE):
+        fig = _new_figure(11.5, 4.0)
+        axes = fig.subplots(1, 2)
+        handles = []
+        for model in model_order(curves.keys()):
+            df = curves[model].sort_values("step")
+            st = styles[model]
+            for ax, (col, _, _) in zip(axes, panels):
+                d = df[["step", col]].dropna()
+                if len(d) > 50:
+                    ax.plot(d["step"], d[col], color=st["color"], alpha=0.25, linewidth=0.8)
+                    (line,) = ax.plot(
+                        d["step"], _smooth(d[col]), color=st["color"], linestyle=st["linestyle"], linewidth=1.8
+                    )
+                else:
+                    (line,) = ax.plot(
+                        d["step"],
+                        d[col],
+                        color=st["color"],
+                        linestyle=st["linestyle"],
+                        marker=st["marker"],
+                        markersize=4,
+                        linewidth=1.8,
+                    )
+            handles.append((model, line))
+        for ax, (_, title, ylabel) in zip(axes, panels):
+            ax.set_title(title)
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel(ylabel)
+        axes[1].set_ylim(bottom=0)
+        _legend_right(fig, [h for _, h in handles], [m for m, _ in handles], title="model")
+        fig.suptitle("Pretraining")
+    save_figure(fig, path)
+    return fig
+
+
+# --------------------------------------------------------------------------- NPMI k-mers
+
+
+def _motif_text(value) -> str:
+    """Motif ids of one row as text ("" when the k-mer matches no motif)."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, set, np.ndarray)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    text = str(value).strip()
+    return "" if text.lower() in ("", "nan", "none", "-", ".") else text
+
+
+def plot_top_kmers(annotated: pd.DataFrame, path: str | os.PathLike, top_n: int = 20) -> Figure:
+    """Horizontal bars of the ``top_n`` k-mers by NPMI (columns ``kmer, npmi, count, motifs``).
+
+    Bars of k-mers that match a planted motif (non-empty ``motifs``) are highlighted and
+    labelled with the motif ids; the count of each k-mer is given next to it.
+    """
+    import matplotlib
+
+    _require(annotated, ["kmer", "npmi", "count", "motifs"], "plot_top_kmers")
+    if annotated.empty:
+        raise ValueError("plot_top_kmers: empty table")
+    top = annotated.sort_values(["npmi", "count"], ascending=[False, False], kind="stable").head(top_n)
+    motifs = [_motif_text(v) for v in top["motifs"]]
+    hit = np.array([bool(m) for m in motifs])
+    n = len(top)
+    y = np.arange(n)[::-1]  # highest NPMI on top
+    colors = np.where(hit, OKABE_ITO["vermillion"], MUTED_COLOR)
+
+    with matplotlib.rc_context(STYLE):
+        fig = _new_figure(9.0, 0.3 * n + 1.6)
+        ax = fig.subplots()
+        npmi = top["npmi"].to_numpy(dtype=float)
+        ax.barh(y, npmi, color=colors, height=0.75)
+        span = max(npmi.max(), 0) - min(npmi.min(), 0)
+        for yi, v, m in zip(y, npmi, motifs):
+            if m:
+                ax.text(max(v, 0) + 0.01 * span, yi, m, va="center", fontsize=9, color=OKABE_ITO["vermillion"])
+        kw = int(top["kmer"].astype(str).str.len().max())
+        cw = max(len(f"{int(c):,}") for c in top["count"])
+        labels = [f"{k:<{kw}}  n={int(c):>{cw},}" for k, c in zip(top["kmer"].astype(str), top["count"])]
+        ax.set_yticks(y, labels, fontfamily="monospace")
+        ax.set_ylim(-0.6, n - 0.4)
+        ax.set_xlim(min(npmi.min(), 0), max(npmi.max(), 0) + 0.25 * span + 1e-9)
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel("NPMI (normalised PMI, unitless; at most 1)")
+        ax.set_ylabel("k-mer (corpus count)")
+        ax.set_title(f"Top {n} k-mers by NPMI: {int(hit.sum())} match a planted motif")
+        fig.legend(
+            handles=[
+                Patch(facecolor=OKABE_ITO["vermillion"], label="matches a planted motif (id shown)"),
+                Patch(facecolor=MUTED_COLOR, label="no motif match"),
+            ],
+            loc="outside lower center",
+            ncols=2,
+            frameon=False,
+        )
+    save_figure(fig, path)
+    return fig

@@ -1,0 +1,19 @@
+"""Rule embed: embeddings of one dataset by one model (or the k-mer-spectrum baseline)."""
+
+import torch
+
+from dnalm import datasets, embed, logs
+
+log = logs.to_file(snakemake.log[0])
+settings = snakemake.params.settings
+torch.set_num_threads(snakemake.threads)
+ids, seqs = datasets.dataset_sequences(
+    list(snakemake.input.sequences), snakemake.wildcards.dataset, settings.get("splits")
+)
+if "model" in snakemake.input.keys():
+    model, meta = embed.load_encoder(snakemake.input.model)
+    vectors = embed.embed_sequences(model, meta, seqs, batch_size=settings["batch_size"])
+else:
+    vectors = embed.kmer_spectrum(seqs, settings["baseline_k"])
+embed.save_embeddings(snakemake.output[0], ids, vectors)
+log.info("%d sequences -> %s embeddings", len(ids), vectors.shape)

@@ -1,0 +1,200 @@
+"""Tests of dnalm.embed: pooled encoder embeddings, the k-mer spectrum baseline, .npz files."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from dnalm import embed
+from dnalm import seq as dseq
+from dnalm.io import InputError
+
+torch.set_num_threads(1)
+
+K = 3
+MAX_POS = 130  # the position table: the default truncation length
+MAX_TOKENS = 40  # training crop length written to dnalm.json
+
+
+def _config(k):
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=dseq.vocab_size(k),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=MAX_POS,
+    )
+
+
+def _save(model, directory, k, tokenization, max_tokens):
+    model.save_pretrained(str(directory))
+    (directory / "dnalm.json").write_text(json.dumps({"k": k, "tokenization": tokenization, "max_tokens": max_tokens}))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    return _save(BertModel(_config(K)), tmp_path_factory.mktemp("enc"), K, "overlapping", MAX_TOKENS)
+
+
+def _random_sequences(rng, n, max_len=90):
+    seqs = []
+    for _ in range(n):
+        s = "".join(rng.choice(list("ACGT"), size=int(rng.integers(0, max_len))))
+        if s and rng.random() < 0.3:  # some N, lowercase and gaps
+            pos = int(rng.integers(0, len(s)))
+            s = s[:pos] + "N" + s[pos + 1 :]
+        if s and rng.random() < 0.3:
+            s = s.lower()
+        if rng.random() < 0.2:
+            s = s[:3] + "--" + s[3:]
+        seqs.append(s)
+    return seqs
+
+
+def _reference_embedding(bert, seq, k, tokenization, max_tokens):
+    """One sequence at a time, no padding: mean over positions holding a k-mer token."""
+    tok = list(dseq.tokenize(seq, k, tokenization))
+    if len(tok) > max_tokens:
+        tok = tok[: max_tokens - 1] + [dseq.SEP_ID]
+    ids = torch.tensor([tok])
+    with torch.no_grad():
+        h = bert(input_ids=ids).last_hidden_state[0].numpy()
+    keep = np.array([t >= dseq.N_SPECIAL for t in tok])
+    if not keep.any():
+        keep[:] = True
+    return h[keep].mean(0)
+
+
+def test_batched_bucketed_equals_one_by_one(encoder_dir):
+    model, meta = embed.load_encoder(encoder_dir, device="cpu")
+    assert not model.training and meta["k"] == K
+    rng = np.random.default_rng(1)
+    seqs = _random_sequences(rng, 30) + ["ACGTACGTAC" * 20, "AC", "NNNNNNN", ""]
+    got = embed.embed_sequences(model, meta, seqs, batch_size=4, progress=False)
+    assert got.dtype == np.float32 and got.shape == (len(seqs), 32)
+    ref = np.stack([_reference_embedding(model, s, K, "overlapping", MAX_POS) for s in seqs])
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    # order preserved: a permuted input gives permuted rows
+    perm = rng.permutation(len(seqs))
+    got_perm = embed.embed_sequences(model, meta, [seqs[i] for i in perm], batch_size=7, progress=False)
+    np.testing.assert_allclose(got_perm, got[perm], atol=1e-5, rtol=0)
+
+
+def test_pooling_excludes_special_and_unknown_tokens(encoder_dir):
+    model, meta = embed.load_encoder(encoder_dir, device="cpu")
+    seq = "ACGTTGCANNACGGTCA"  # the N gives [UNK] tokens
+    tok = dseq.tokenize(seq, K, "overlapping")
+    assert (tok == dseq.UNK_ID).sum() == 4  # windows overlapping "NN"
+    with torch.no_grad():
+        h = model(input_ids=torch.from_numpy(tok)[None]).last_hidden_state[0].numpy()
+    got = embed.embed_sequences(model, meta, [seq, "A" * 60], batch_size=2, progress=False)[0]
+    np.testing.assert_allclose(got, h[tok >= dseq.N_SPECIAL].mean(0), atol=1e-5)
+    assert not np.allclose(got, h.mean(0), atol=1e-3)  # would match if specials were pooled
+
+
+@pytest.mark.parametrize("limit", [MAX_POS, MAX_TOKENS])
+def test_truncation(encoder_dir, limit):
+    """Default: cut at the position table; with max_tokens: cut there. [SEP] is kept."""
+    model, meta = embed.load_encoder(encoder_dir, device="cpu")
+    kwargs = {} if limit == MAX_POS else {"max_tokens": MAX_TOKENS}
+    n_bases = limit - 2 + K - 1  # limit - 2 k-mers fit: the bases after these are cut
+    rng = np.random.default_rng(2)
+    head = "".join(rng.choice(list("ACGT"), n_bases))
+    a, b = head + "A" * 50, head + "GC" * 40
+    ea, eb, eh = embed.embed_sequences(model, meta, [a, b, head], progress=False, **kwargs)
+    np.testing.assert_allclose(ea, eb, atol=1e-6)
+    np.testing.assert_allclose(ea, eh, atol=1e-6)
+    changed = head[:-1] + ("A" if head[-1] != "A" else "C")
+    ec = embed.embed_sequences(model, meta, [changed], progress=False, **kwargs)[0]
+    assert not np.allclose(ea, ec, atol=1e-4)  # the last base kept does matter
+    ref = _reference_embedding(model, a, K, "overlapping", limit)
+    np.testing.assert_allclose(ea, ref, atol=1e-5)
+
+
+def test_mlm_directory_and_non_overlapping(tmp_path):
+    from transformers import BertForMaskedLM, BertModel
+
+    torch.manual_seed(3)
+    mlm = BertForMaskedLM(_config(4)).eval()
+    _save(mlm, tmp_path, 4, "non-overlapping", 30)
+    model, meta = embed.load_encoder(tmp_path, device="cpu")
+    assert isinstance(model, BertModel)
+    seqs = _random_sequences(np.random.default_rng(4), 12, max_len=600)  # some beyond 128 tokens
+    got = embed.embed_sequences(model, meta, seqs, batch_size=5, progress=False)
+    ref = np.stack([_reference_embedding(mlm.bert, s, 4, "non-overlapping", MAX_POS) for s in seqs])
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+
+
+def test_load_encoder_errors(tmp_path, encoder_dir):
+    from transformers import BertModel
+
+    BertModel(_config(K)).save_pretrained(str(tmp_path))
+    with pytest.raises(InputError, match="dnalm.json"):
+        embed.load_encoder(tmp_path, device="cpu")
+    (tmp_path / "dnalm.json").write_text(json.dumps({"k": 4, "tokenization": "overlapping", "max_tokens": 20}))
+    with pytest.raises(InputError, match="vocab_size"):
+        embed.load_encoder(tmp_path, device="cpu")
+    (tmp_path / "dnalm.json").write_text(json.dumps({"k": K, "tokenization": "overlapping"}))
+    with pytest.raises(InputError, match="max_tokens"):
+        embed.load_encoder(tmp_path, device="cpu")
+
+
+def test_empty_input(encoder_dir):
+    model, meta = embed.load_encoder(encoder_dir, device="cpu")
+    out = embed.embed_sequences(model, meta, [], progress=False)
+    assert out.shape == (0, 32) and out.dtype == np.float32
+
+
+def _brute_spectrum(seq, k):
+    s = seq.replace("-", "").upper()
+    counts = Counter(s[i : i + k] for i in range(len(s) - k + 1) if set(s[i : i + k]) <= set("ACGT"))
+    row = np.zeros(4**k)
+    total = sum(counts.values())
+    for kmer, c in counts.items():
+        row[dseq.all_kmers(k).index(kmer)] = c / total
+    return row
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_kmer_spectrum_vs_brute_force(k):
+    rng = np.random.default_rng(k)
+    seqs = _random_sequences(rng, 25, max_len=60) + ["", "NNNN", "acgtNacgt", "AC-GT"]
+    got = embed.kmer_spectrum(seqs, k, chunk=7)  # chunk boundaries inside the list
+    assert got.dtype == np.float32 and got.shape == (len(seqs), 4**k)
+    ref = np.stack([_brute_spectrum(s, k) for s in seqs])
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    sums = got.sum(1)
+    has_kmer = ref.sum(1) > 0
+    np.testing.assert_allclose(sums[has_kmer], 1.0, atol=1e-5)
+    assert (sums[~has_kmer] == 0).all() and (~has_kmer).sum() >= 2
+
+
+def test_save_load_roundtrip(tmp_path):
+    ids = ["seq1", "BIOUG123-45", "ünïcode_ä", "x" * 40]
+    emb = np.random.default_rng(0).normal(size=(4, 5))
+    path = tmp_path / "sub" / "emb.npz"
+    embed.save_embeddings(path, ids, emb)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["emb.npz"]  # no temp files left
+    with np.load(path, allow_pickle=False) as data:  # no pickled objects inside
+        assert data["ids"].dtype.kind == "U"
+    got_ids, got = embed.load_embeddings(path)
+    assert got_ids.tolist() == ids
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, emb.astype(np.float32))
+    embed.save_embeddings(path, [], np.zeros((0, 5)))
+    ids0, emb0 = embed.load_embeddings(path)
+    assert ids0.shape == (0,) and emb0.shape == (0, 5)
+    with pytest.raises(ValueError):
+        embed.save_embeddings(path, ["a"], np.zeros((2, 5)))
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError):
+        embed.load_embeddings(tmp_path / "bad.npz")

@@ -1,0 +1,149 @@
+"""Tests of dnalm.plots: each figure is written as valid PNG and SVG and shows what it should."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_hex
+
+from dnalm import evaluate as ev
+from dnalm import plots
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_outputs(draw, tmp_path, name):
+    """Draw to .png and .svg; check both files; return the Figure of the PNG call."""
+    png, svg = tmp_path / f"{name}.png", tmp_path / f"{name}.svg"
+    fig = draw(png)
+    draw(svg)
+    data = png.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 10_000
+    text = svg.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text and text.rstrip().endswith("</svg>")
+    assert len(text) > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(f".{name}")) == []  # no temp files
+    return fig
+
+
+@pytest.fixture(scope="module")
+def fewshot_summary():
+    """A real pipeline table: evaluate.fewshot -> summarize, two tasks, two models + baseline."""
+    rng = np.random.default_rng(0)
+    parts = []
+    for dataset, n_classes in [("Prom-core", 2), ("Splice-40", 3)]:
+        y_tr, y_te = np.repeat(np.arange(n_classes), 40), np.repeat(np.arange(n_classes), 20)
+        for model, signal in [("mlm-genemask", 1.0), ("mae-random", 0.6), ("kmer", 0.3)]:
+            centres = rng.normal(size=(n_classes, 8)) * signal
+            x_tr = centres[y_tr] + rng.normal(size=(len(y_tr), 8))
+            x_te = centres[y_te] + rng.normal(size=(len(y_te), 8))
+            df = ev.fewshot(x_tr, y_tr, x_te, y_te, shots=[5, 10, 30], n_repeats=3, seed=1)
+            parts.append(df.assign(model=model, dataset=dataset))
+    return ev.summarize(pd.concat(parts, ignore_index=True))
+
+
+def test_plot_fewshot(tmp_path, fewshot_summary):
+    fig = _check_outputs(lambda p: plots.plot_fewshot(fewshot_summary, p, metric="mcc"), tmp_path, "fewshot")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert sorted(ax.get_title() for ax in axes) == ["Prom-core", "Splice-40"]
+    for ax in axes:
+        assert ax.get_xscale() == "log"
+        assert "shots" in ax.get_xlabel()
+        lines = [ln for ln in ax.get_lines() if ln.get_linestyle() not in ("None", "")]  # not error-bar caps
+        assert len(lines) == 3  # one curve per model
+        dashed = [ln for ln in lines if ln.get_linestyle() == "--"]
+        assert len(dashed) == 1 and to_hex(dashed[0].get_color()) == plots.BASELINE_COLOR.lower()
+        # the curves are the summary means, in shot order
+        sub = fewshot_summary[(fewshot_summary["dataset"] == ax.get_title()) & (fewshot_summary["metric"] == "mcc")]
+        means = {m: g.sort_values("shots")["mean"].to_numpy() for m, g in sub.groupby("model")}
+        drawn = [np.asarray(ln.get_ydata(), dtype=float) for ln in lines]
+        assert any(np.allclose(d, means["kmer"]) for d in [np.asarray(dashed[0].get_ydata(), dtype=float)])
+        assert all(any(np.allclose(d, v) for d in drawn) for v in means.values())
+    assert "Matthews" in axes[0].get_ylabel()
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[-1].startswith("kmer") and len(labels) == 3
+    with pytest.raises(ValueError, match="no few-shot rows"):
+        plots.plot_fewshot(fewshot_summary, tmp_path / "x.png", metric="auc")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_taxonomy(tmp_path):
+    rng = np.random.default_rng(1)
+    parts = []
+    y = np.repeat(np.arange(6), 10)  # 6 species, 2 per genus
+    genus, species = y // 2, np.array([f"sp{i}" for i in y])
+    seen = y % 2 == 0
+    for model, signal in [("mae-genemask", 3.0), ("mlm-random", 1.0), ("kmer", 0.5)]:
+        x = rng.normal(size=(60, 9))
+        x[np.arange(60), y] += 4
+        x[np.arange(60), 6 + genus] += signal
+        cw = ev.closed_world(x[::2], species[::2], x[1::2], species[1::2])
+        ow = ev.open_world(x[seen], genus[seen], x[~seen], genus[~seen])
+        parts.append(pd.concat([cw, ow]).assign(model=model, dataset="demo-barcodes"))
+    summary = ev.summarize(pd.concat(parts, ignore_index=True))
+    fig = _check_outputs(lambda p: plots.plot_taxonomy(summary, p), tmp_path, "taxonomy")
+    ax = fig.axes[0]
+    assert ax.get_ylabel().startswith("accuracy")
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    expected = summary[(summary["metric"] == "accuracy")]["mean"].round(6).sort_values().tolist()
+    assert heights == expected and len(heights) == 6  # 3 models x (closed, open)
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[-1].startswith("kmer") and "baseline" in ticks[-1]
+    chance = summary.loc[summary["metric"] == "chance_accuracy", "mean"].iloc[0]
+    segs = [c for c in ax.collections if c.get_linestyle() and c.get_linestyle()[0][1] is not None]
+    assert len(segs) == 1 and np.allclose(np.array(segs[0].get_segments())[:, :, 1], chance)
+    # an explicit chance level wins; a table with only closed-world rows still draws
+    fig = plots.plot_taxonomy(summary[summary["protocol"] == "closed_world"], tmp_path / "cw.png", chance=0.2)
+    assert len(fig.axes[0].patches) == 3
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [plots.TAXONOMY_BARS[0]]  # no open-world entries
+    with pytest.raises(ValueError):
+        plots.plot_taxonomy(summary[summary["protocol"] == "fewshot"], tmp_path / "none.png")
+
+
+def test_plot_training(tmp_path):
+    rng = np.random.default_rng(2)
+    curves = {}
+    for model, n in [("mlm-genemask", 120), ("mae-random", 20)]:
+        step = np.arange(n) * 10
+        curves[model] = pd.DataFrame(
+            {
+                "step": step,
+                "loss": 6 * np.exp(-step / 300) + 1 + rng.normal(0, 0.1, n),
+                "masked_acc": np.linspace(0, 0.5, n),
+                "mask_rate": 0.15 + rng.normal(0, 0.01, n),
+            }
+        )
+    fig = _check_outputs(lambda p: plots.plot_training(curves, p), tmp_path, "training")
+    loss_ax, rate_ax = fig.axes
+    assert "loss" in loss_ax.get_title().lower() and "mask rate" in rate_ax.get_title().lower()
+    assert "step" in loss_ax.get_xlabel() and "fraction" in rate_ax.get_ylabel()
+    # long curve: faint raw + smoothed; short curve: raw with markers -> 3 lines per panel
+    assert len(loss_ax.get_lines()) == 3 and len(rate_ax.get_lines()) == 3
+    raw = [ln for ln in rate_ax.get_lines() if len(ln.get_xdata()) == 20][0]
+    np.testing.assert_allclose(raw.get_ydata(), curves["mae-random"]["mask_rate"])
+    with pytest.raises(ValueError, match="mask_rate"):
+        plots.plot_training({"m": curves["mae-random"].drop(columns="mask_rate")}, tmp_path / "bad.png")
+
+
+def test_plot_top_kmers(tmp_path):
+    rng = np.random.default_rng(3)
+    kmers = ["".join(rng.choice(list("ACGT"), 6)) for _ in range(40)]
+    motifs = [""] * 40
+    npmi = np.linspace(0.95, 0.2, 40)
+    motifs[0], motifs[3], motifs[25] = "MOTIF_A", ["MOTIF_B", "MOTIF_C"], "MOTIF_D"  # 25 is outside the top 20
+    table = pd.DataFrame({"kmer": kmers, "npmi": npmi, "count": rng.integers(101, 9000, 40), "motifs": motifs})
+    table = table.sample(frac=1, random_state=0)  # the function sorts
+    table.loc[table.index[5], "motifs"] = (
+        np.nan if table.loc[table.index[5], "motifs"] == "" else table.loc[table.index[5], "motifs"]
+    )
+    fig = _check_outputs(lambda p: plots.plot_top_kmers(table, p, top_n=20), tmp_path, "kmers")
+    ax = fig.axes[0]
+    assert len(ax.patches) == 20
+    bars = sorted(ax.patches, key=lambda b: -b.get_y())  # top of the plot first
+    np.testing.assert_allclose([b.get_width() for b in bars], npmi[:20])
+    highlighted = [i for i, b in enumerate(bars) if to_hex(b.get_facecolor()) == plots.OKABE_ITO["vermillion"].lower()]
+    assert highlighted == [0, 3]
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == ["MOTIF_A", "MOTIF_B, MOTIF_C"]
+    assert "2 match" in ax.get_title()
+    top_label = max(zip(ax.get_yticks(), ax.get_yticklabels()), key=lambda t: t[0])[1].get_text()
+    assert top_label.startswith(kmers[0]) and "n=" in top_label

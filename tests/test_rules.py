@@ -1,0 +1,94 @@
+"""Static checks of the workflow: every rule has log/conda/threads/resources, env files exist
+and pin exactly the versions requirements.txt pins, rule scripts exist and stay thin."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RULE_FILES = sorted((ROOT / "rules").glob("*.smk"))
+HEAVY = {"count_kmers", "npmi_table", "pretrain", "embed", "fewshot", "taxonomy"}
+
+
+def rule_blocks():
+    """(file, rule name, body) for every rule in rules/*.smk."""
+    blocks = []
+    for path in RULE_FILES:
+        text = path.read_text()
+        for m in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", text, flags=re.M):
+            blocks.append((path, m.group(1), m.group(2)))
+    return blocks
+
+
+def directive(body, name):
+    m = re.search(rf"^    {name}:\s*\n\s+(.+)$|^    {name}:\s*(.+)$", body, flags=re.M)
+    if not m:
+        return None
+    return (m.group(1) or m.group(2)).strip().rstrip(",")
+
+
+def pins(path):
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line and not line.startswith("-"):
+            name, version = line.split("==")
+            out[name.strip().lower()] = version.strip()
+    return out
+
+
+REQ = pins(ROOT / "requirements.txt")
+
+
+def test_rules_found():
+    names = [name for _, name, _ in rule_blocks()]
+    assert len(names) >= 15 and len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("path,name,body", rule_blocks(), ids=lambda v: v if isinstance(v, str) else "")
+def test_rule_has_required_directives(path, name, body):
+    for key in ("output", "log", "threads", "conda"):
+        assert directive(body, key) is not None, f"{path.name}: rule {name} lacks {key}:"
+    assert re.search(r"^    resources:", body, flags=re.M), f"rule {name} lacks resources:"
+    if name in HEAVY:
+        assert re.search(r"^    benchmark:", body, flags=re.M), f"heavy rule {name} lacks benchmark:"
+    env = (path.parent / directive(body, "conda").strip("\"'")).resolve()
+    assert env.exists(), f"rule {name}: conda env {env} does not exist"
+    script = directive(body, "script")
+    assert script, f"rule {name} should run a script"
+    script_path = (path.parent / script.strip("\"'")).resolve()
+    assert script_path.exists(), f"rule {name}: script {script_path} missing"
+    lines = [l for l in script_path.read_text().splitlines() if l.strip() and not l.strip().startswith("#")]
+    assert len(lines) < 45, f"rule script {script_path.name} is not thin ({len(lines)} lines); move logic to dnalm/"
+    assert "snakemake.log[0]" in script_path.read_text(), f"{script_path.name} does not log to snakemake.log[0]"
+
+
+@pytest.mark.parametrize("env", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def test_env_files_pin_same_versions_as_requirements(env):
+    spec = yaml.safe_load(env.read_text())
+    assert spec["channels"] == ["conda-forge", "bioconda", "nodefaults"]
+    pip_list = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert pip_list, env
+    for line in pip_list:
+        name, version = line.split("==")
+        assert REQ.get(name.lower()) == version, f"{env.name}: {line} but requirements.txt pins {REQ.get(name.lower())}"
+    for dep in spec["dependencies"]:
+        if isinstance(dep, str) and "=" in dep and not dep.startswith("python"):
+            name, version = dep.split("=", 1)
+            assert REQ.get(name) == version.lstrip("="), f"{env.name}: {dep} disagrees with requirements.txt"
+
+
+def test_every_env_file_is_used():
+    used = set()
+    for path, _, body in rule_blocks():
+        used.add((path.parent / directive(body, "conda").strip("\"'")).resolve())
+    assert used == {p.resolve() for p in (ROOT / "envs").glob("*.yaml")}
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme and "make demo" in readme
+    assert [l for l in ci.splitlines() if l and not l.startswith("#") and not l.startswith("set ") and not l.startswith("cd ")] == ["make test"]
