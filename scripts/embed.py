@@ -12,7 +12,10 @@ ids, seqs = datasets.dataset_sequences(
 )
 if "model" in snakemake.input.keys():
     model, meta = embed.load_encoder(snakemake.input.model)
-    vectors = embed.embed_sequences(model, meta, seqs, batch_size=settings["batch_size"])
+    # sequences longer than the training crop are embedded window by window (no untrained positions)
+    vectors = embed.embed_sequences(
+        model, meta, seqs, batch_size=settings["batch_size"], max_tokens=meta["max_tokens"], long="chunk"
+    )
 else:
     vectors = embed.kmer_spectrum(seqs, settings["baseline_k"])
 embed.save_embeddings(snakemake.output[0], ids, vectors)

@@ -76,7 +76,8 @@ def test_model_without_preset_must_be_explicit(demo):
 
 
 def test_resolved_settings_are_accepted_by_trainconfig(demo):
-    train = pytest.importorskip("dnalm.train")
+    from dnalm import train
+
     validate_config(demo, SCHEMA)
     for name in demo["models"]:
         settings = train_settings(resolve_model(demo, name))

@@ -198,3 +198,32 @@ def test_save_load_roundtrip(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError):
         embed.load_embeddings(tmp_path / "bad.npz")
+
+
+def test_chunked_long_sequences_use_every_kmer_within_trained_positions(encoder_dir):
+    """long='chunk': a sequence longer than max_tokens is split into windows of at most
+    max_tokens tokens; its embedding is the mean over the k-mer tokens of all windows."""
+    model, meta = embed.load_encoder(encoder_dir, device="cpu")
+    rng = np.random.default_rng(5)
+    limit = 12
+    seqs = ["".join(rng.choice(list("ACGT"), size=n)) for n in (8, 14, 40, 61)] + ["NNNNNNNNNNNNNNNNNNNNNN"]
+    got = embed.embed_sequences(model, meta, seqs, batch_size=3, progress=False, max_tokens=limit, long="chunk")
+    for s, g in zip(seqs, got):
+        kmers = list(dseq.tokenize(s, K, "overlapping", add_special=False))
+        states, pieces = [], [kmers[i : i + limit - 2] for i in range(0, max(len(kmers), 1), limit - 2)]
+        for piece in pieces:
+            tok = [dseq.CLS_ID] + piece + [dseq.SEP_ID]
+            assert len(tok) <= limit
+            with torch.no_grad():
+                h = model(input_ids=torch.tensor([tok])).last_hidden_state[0].numpy()
+            keep = np.array([t >= dseq.N_SPECIAL for t in tok])
+            states.append(h[keep])
+        states = np.concatenate(states)
+        if len(states) == 0:  # no k-mer at all: mean over the attended tokens (single window)
+            with torch.no_grad():
+                states = model(input_ids=torch.tensor([[dseq.CLS_ID] + kmers[: limit - 2] + [dseq.SEP_ID]])).last_hidden_state[0].numpy()
+        np.testing.assert_allclose(g, states.mean(0), atol=1e-5)
+    # truncation differs from chunking on the long sequences, agrees on the short one
+    trunc = embed.embed_sequences(model, meta, seqs, progress=False, max_tokens=limit, long="truncate")
+    np.testing.assert_allclose(trunc[0], got[0], atol=1e-6)
+    assert not np.allclose(trunc[3], got[3], atol=1e-4)

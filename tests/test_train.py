@@ -21,7 +21,7 @@ from safetensors.torch import load_file, load_model
 
 from dnalm import seq
 from dnalm.corpus import Corpus, save_corpus
-from dnalm.models import BertMAE, build_mlm, mlm_forward, pack_visible
+from dnalm.models import BertMAE, bert_config, build_mlm, mlm_forward, pack_visible
 from dnalm.train import METRIC_COLUMNS, Batcher, TrainConfig, build_model, lr_at, train
 
 SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts")
@@ -147,6 +147,66 @@ def test_lr_schedules_match_reference_implementations():
 # ----------------------------------------------------------------------------------------
 
 
+def test_bert_config_from_size():
+    c = bert_config({"layers": 3, "hidden": 48, "heads": 6}, 69, 100)
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (3, 48, 6, 192)
+    assert c.hidden_dropout_prob == c.attention_probs_dropout_prob == 0.1
+    assert (c.vocab_size, c.max_position_embeddings, c.pad_token_id) == (69, 100, seq.PAD_ID)
+    assert c._attn_implementation == "sdpa"
+    c = bert_config(
+        {"layers": 1, "hidden": 8, "heads": 2, "intermediate": 5, "dropout": 0.0, "attention_dropout": 0.2}, 9, 9
+    )
+    assert (c.intermediate_size, c.hidden_dropout_prob, c.attention_probs_dropout_prob) == (5, 0.0, 0.2)
+    with pytest.raises(ValueError, match="multiple"):
+        bert_config({"layers": 1, "hidden": 10, "heads": 3}, 9, 9)
+    with pytest.raises(ValueError, match="hiden"):
+        bert_config({"layers": 1, "hiden": 8, "heads": 2}, 9, 9)
+
+
+def test_grad_accum_equals_one_large_batch(random_corpus_path, tmp_path, monkeypatch):
+    """Two accumulated micro-batches of 8 make the same update as one batch of the same 16
+    sequences (MAE, dropout off, 3 masked tokens per sequence so the means agree); one
+    micro-batch alone does not."""
+    import dnalm.train as T
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, seq.vocab_size(3), size=(16, 12))
+    ids[:, 0], ids[:, -1] = seq.CLS_ID, seq.SEP_ID
+    mask = np.zeros(ids.shape, bool)
+    mask[:, 2:5] = True
+    served = []
+
+    def fixed_next(self):
+        n = self.cfg.batch_size
+        start = sum(served) % 16
+        served.append(n)
+        rows = slice(start, start + n)
+        return ids[rows], np.ones_like(ids[rows]), mask[rows]
+
+    monkeypatch.setattr(T.Batcher, "next", fixed_next)
+    # adam_eps >> |grad| turns the first AdamW step into plain SGD (update = lr/eps * grad),
+    # so the update measures the gradient's size, not just its sign
+    common = dict(
+        architecture="mae",
+        steps=1,
+        warmup_steps=0,
+        lr=1e4,
+        adam_eps=1e4,
+        weight_decay=0.0,
+        checkpoint_every=100,
+        size={**TINY, "dropout": 0.0},
+        decoder_size={"layers": 1, "hidden": 16, "heads": 2, "dropout": 0.0},
+    )
+    run(tiny(batch_size=8, grad_accum=2, **common), random_corpus_path, tmp_path, "acc")
+    run(tiny(batch_size=16, grad_accum=1, **common), random_corpus_path, tmp_path, "big")
+    run(tiny(batch_size=8, grad_accum=1, **common), random_corpus_path, tmp_path, "half")
+    assert served == [8, 8, 16, 8]
+    a, b, h = weights(tmp_path / "acc_model"), weights(tmp_path / "big_model"), weights(tmp_path / "half_model")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    assert any(not torch.allclose(a[key], h[key], atol=1e-6) for key in a)
+
+
 def test_mlm_forward_equals_full_head_loss():
     torch.manual_seed(0)
     V = seq.vocab_size(3)
@@ -181,7 +241,7 @@ def _mae_batch(seed=0, V=seq.vocab_size(3)):
 
 def test_pack_visible_keeps_original_positions():
     ids, attn, mask = _mae_batch()
-    packed, pos, pattn, _ = pack_visible(ids, attn, mask)
+    packed, pos, pattn = pack_visible(ids, attn, mask)
     for row in range(ids.shape[0]):
         want = torch.nonzero(attn[row].bool() & ~mask[row]).flatten()
         n = want.numel()
@@ -199,8 +259,8 @@ def test_mae_encoder_sees_only_visible_tokens():
     other = torch.where(mask, torch.randint(5, V, ids.shape), ids)  # change masked ids only
     assert not torch.equal(other, ids)
     with torch.no_grad():
-        h, pos, pattn, _ = model.encode_visible(ids, attn, mask)
-        h2, _, _, _ = model.encode_visible(other, attn, mask)
+        h, pos, pattn = model.encode_visible(ids, attn, mask)
+        h2, _, _ = model.encode_visible(other, attn, mask)
         out, out2 = model(ids, attn, mask), model(other, attn, mask)
         # reference: the encoder over the full row with masked keys hidden, ORIGINAL positions
         full = model.encoder(input_ids=ids, attention_mask=(attn.bool() & ~mask).long()).last_hidden_state
@@ -225,8 +285,8 @@ def test_mae_encoder_sees_only_visible_tokens():
 
 
 def test_mae_gradients_only_from_masked_positions():
-    """Changing the *visible* ids changes the loss; the decoder head gets gradient only
-    through masked positions (a visible-position target would leak the answer)."""
+    """The head's bias gradient is exactly the mean of (softmax - one-hot) over the masked
+    positions: no visible or padding position contributes to the loss."""
     torch.manual_seed(1)
     V = seq.vocab_size(3)
     model = BertMAE(TINY, {"layers": 1, "hidden": 16, "heads": 2}, V, 64).eval()

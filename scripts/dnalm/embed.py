@@ -121,6 +121,16 @@ def pooling_mask(input_ids, attention_mask):
     return keep.float() if hasattr(keep, "float") else keep.astype(np.float32)
 
 
+def chunk_tokens(tokens: np.ndarray, max_len: int) -> list[np.ndarray]:
+    """Split ``[CLS] k-mers [SEP]`` into consecutive windows of at most ``max_len`` tokens,
+    each wrapped in its own ``[CLS]`` ... ``[SEP]`` (a sequence that fits is returned whole)."""
+    if len(tokens) <= max_len:
+        return [tokens]
+    body = tokens[1:-1]
+    step = max_len - 2
+    return [np.concatenate([[dseq.CLS_ID], body[i : i + step], [dseq.SEP_ID]]) for i in range(0, len(body), step)]
+
+
 def embed_sequences(
     model,
     meta: dict,
@@ -129,22 +139,29 @@ def embed_sequences(
     device: str = "auto",
     progress: bool = True,
     max_tokens: int | None = None,
+    long: str = "truncate",
 ) -> np.ndarray:
     """Mean-pooled last-hidden-layer embeddings, float32 array ``(len(sequences), hidden)``.
 
     Sequences are tokenised with the fast numpy tokenizer (``meta["k"]``,
-    ``meta["tokenization"]``), truncated to :func:`max_input_tokens` (the model's position
-    table, or ``max_tokens`` if given and smaller), and run in batches of
-    similar length (sorted longest first, order restored on output) under
-    ``torch.inference_mode`` (bf16 autocast on CUDA). ``device="auto"`` keeps the model
-    where it is; any other value moves the model there first. Pooling: see
-    :func:`pooling_mask`. A tqdm progress bar goes to stderr unless ``progress=False``.
+    ``meta["tokenization"]``). A sequence longer than :func:`max_input_tokens` (the model's
+    position table, or ``max_tokens`` if given and smaller) is either truncated
+    (``long="truncate"``) or split into consecutive windows that each fit
+    (``long="chunk"``); a chunked sequence's embedding is the mean over the k-mer tokens of
+    all its windows, so no part of it is dropped and no untrained position is used when
+    ``max_tokens`` is the training length. Windows run in batches of similar length
+    (sorted longest first, order restored on output) under ``torch.inference_mode`` (bf16
+    autocast on CUDA). ``device="auto"`` keeps the model where it is; any other value moves
+    the model there first. Pooling: see :func:`pooling_mask`. A tqdm progress bar goes to
+    stderr unless ``progress=False``.
     """
     import torch
     from tqdm import tqdm
 
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    if long not in ("truncate", "chunk"):
+        raise ValueError(f"long must be 'truncate' or 'chunk', got {long!r}")
     if device == "auto":
         dev = next(model.parameters()).device
     else:
@@ -157,26 +174,43 @@ def embed_sequences(
     if n == 0:
         return out
 
-    tokens = tokenize_for_model(sequences, int(meta["k"]), meta["tokenization"], max_input_tokens(model, max_tokens))
-    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=n)
+    limit = max_input_tokens(model, max_tokens)
+    if long == "truncate":
+        windows = tokenize_for_model(sequences, int(meta["k"]), meta["tokenization"], limit)
+        owner = np.arange(n)
+    else:
+        windows, owners = [], []
+        for i, s in enumerate(sequences):
+            for w in chunk_tokens(dseq.tokenize(s, int(meta["k"]), meta["tokenization"]), limit):
+                windows.append(w)
+                owners.append(i)
+        owner = np.asarray(owners, dtype=np.int64)
+    sums = np.zeros((n, hidden), dtype=np.float64)
+    weight = np.zeros(n, dtype=np.float64)
+    lengths = np.fromiter((len(t) for t in windows), dtype=np.int64, count=len(windows))
     order = np.argsort(-lengths, kind="stable")  # longest first: memory problems show up at once
     use_bf16 = dev.type == "cuda"
 
     with (
         torch.inference_mode(),
-        tqdm(total=n, desc="embedding", unit="seq", file=sys.stderr, disable=not progress) as bar,
+        tqdm(total=len(windows), desc="embedding", unit="window", file=sys.stderr, disable=not progress) as bar,
     ):
-        for start in range(0, n, batch_size):
+        for start in range(0, len(windows), batch_size):
             idx = order[start : start + batch_size]
-            ids_np, mask_np = dseq.pad_batch([tokens[i] for i in idx])
+            ids_np, mask_np = dseq.pad_batch([windows[i] for i in idx])
             ids = torch.from_numpy(ids_np).to(dev)
             mask = torch.from_numpy(mask_np).to(dev)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 last = model(input_ids=ids, attention_mask=mask).last_hidden_state
             weights = pooling_mask(ids, mask)
-            pooled = (last.float() * weights[:, :, None]).sum(1) / weights.sum(1, keepdim=True)
-            out[idx] = pooled.cpu().numpy()
+            if long == "chunk":
+                # a window with no k-mer token must not pull its sequence's mean when others have some
+                weights = weights * (ids >= dseq.N_SPECIAL).any(1, keepdim=True).float().clamp(min=1e-6)
+            total = (last.float() * weights[:, :, None]).sum(1).double().cpu().numpy()
+            np.add.at(sums, owner[idx], total)
+            np.add.at(weight, owner[idx], weights.sum(1).double().cpu().numpy())
             bar.update(len(idx))
+    out[:] = sums / weight[:, None]
     return out
 
 

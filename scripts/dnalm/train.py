@@ -43,6 +43,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -372,8 +373,7 @@ def train(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls (fp32 parts outside autocast)
     autocast = (
         torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     )
@@ -440,17 +440,13 @@ def train(
             interval["masked"] += int(mask.sum())
             interval["maskable"] += int((ids >= seq.N_SPECIAL).sum())
             interval["tokens"] += int(attention.sum())
-            if cfg.architecture == "mlm":
+            if cfg.architecture == "mlm":  # corrupt 80/10/10; the head runs on masked positions only
                 corrupted, labels = apply_mlm_corruption(ids, mask, vocab, rng)
-                batch = [
-                    torch.from_numpy(a).to(device, non_blocking=True) for a in (corrupted, attention, mask, labels)
-                ]
-                with autocast:
-                    out = mlm_forward(model, *batch)
-            else:
-                batch = [torch.from_numpy(a).to(device, non_blocking=True) for a in (ids, attention, mask)]
-                with autocast:
-                    out = model(*batch)
+                objective, inputs = partial(mlm_forward, model), (corrupted, attention, mask, labels)
+            else:  # MAE: the model drops the masked tokens from the encoder input itself
+                objective, inputs = model, (ids, attention, mask)
+            with autocast:
+                out = objective(*(torch.from_numpy(a).to(device, non_blocking=True) for a in inputs))
             (out["loss"] / cfg.grad_accum).backward()
             loss_sum += out["loss"].detach().double() / cfg.grad_accum
             correct_sum += (out["logits_masked"].argmax(-1) == out["labels_masked"]).sum().double()
