@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint report setup clean
+.PHONY: demo test lint report setup sysdeps clean
 
 setup: $(STAMP)
 
@@ -17,8 +17,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all
 
+## Debian packages used by some tests (KMC, Chromium, SLURM...): installed when root, else skipped.
+sysdeps:
+	bash tools/sysdeps.sh
+
 ## Run the whole test suite (unit tests + end-to-end workflow tests).
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
 ## Lint the workflow.

@@ -42,7 +42,7 @@ def summary_markdown(metrics: pd.DataFrame, models: list[str] | None = None) -> 
     if models is not None:
         summary = summary[summary["model"].isin(models)]
     lines = ["# dnalm-workflow results", ""]
-    lines.append("Values are mean ± standard deviation over repeats; the best model per column is in bold. "
+    lines.append("Values are mean ± standard deviation over repeats; the best model per column is in bold (chance levels are not scored). "
                  "`kmer` is the non-neural k-mer-spectrum baseline.")
     sections = [
         ("fewshot", "Few-shot classification (logistic-regression probe, K examples per class)"),
@@ -79,7 +79,8 @@ def summary_markdown(metrics: pd.DataFrame, models: list[str] | None = None) -> 
                         continue
                     r = by_col.loc[col]
                     text = _fmt(r["mean"], r["std"], int(r["n"]))
-                    if np.isclose(r["mean"], best[col]) and block["model"].nunique() > 1:
+                    if (np.isclose(r["mean"], best[col]) and block["model"].nunique() > 1
+                            and not col.startswith("chance")):
                         text = f"**{text}**"
                     cells.append(text)
                 lines.append(f"| {model} | " + " | ".join(cells) + " |")
