@@ -1,5 +1,6 @@
 # Config validation, shared names and every input function of the workflow.
 
+import re
 import sys
 from pathlib import Path
 
@@ -7,16 +8,12 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from dnalm.config import BASELINE, ConfigError, resolve_model, train_settings, validate_config  # noqa: E402
 from dnalm import simulate as _sim  # noqa: E402
+from dnalm import sources as _sources  # noqa: E402
 
 try:
     validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
-    for _group, _defaults in (("genome", _sim.DEFAULT_GENOME), ("barcodes", _sim.DEFAULT_BARCODES)):
-        _unknown = sorted(set(config["data"][_group]) - set(_defaults))
-        if _unknown:
-            raise ConfigError(
-                f"config key 'data.{_group}': unknown simulation parameter(s) {_unknown}; "
-                f"known: {sorted(_defaults)}"
-            )
+    # data: simulated or real (url / path) genome, barcodes and tasks; checks beyond the schema
+    DATA = _sources.plan(config, _sim.DEFAULT_GENOME, _sim.DEFAULT_BARCODES)
     MODEL_SETTINGS = {name: resolve_model(config, name) for name in config["models"]}
 except ConfigError as _err:
     raise WorkflowError(f"Invalid configuration: {_err}") from None
@@ -30,21 +27,29 @@ def R(path):
 MODELS = list(config["models"])
 ALL_MODELS = MODELS + [BASELINE]  # the k-mer-spectrum baseline is evaluated as one more model
 TASKS = list(config["evaluation"]["fewshot"]["tasks"])
-SIM_TASKS = ["prom", "splice", "enh"]  # tasks the demo simulator writes
+SIM_TASKS = list(DATA.simulated_tasks)  # tasks the demo simulator writes (none for a real genome)
+REAL_TASKS = list(DATA.tasks)  # tasks converted from real files (data.tasks)
 SHARDS = [str(i) for i in range(config["kmers"]["n_shards"])]
 DATASETS = TASKS + ["barcodes"]
 REPORT_MODELS = config["report"].get("models") or ALL_MODELS
 
 
+def _alternatives(names):
+    """A wildcard regex matching exactly ``names`` (never matching when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
 wildcard_constraints:
     model="|".join(ALL_MODELS),
-    task="|".join(SIM_TASKS),
-    dataset="|".join(SIM_TASKS + ["barcodes"]),
+    task=_alternatives(SIM_TASKS + REAL_TASKS),
+    dataset=_alternatives(SIM_TASKS + REAL_TASKS + ["barcodes"]),
     shard=r"\d+",
     corpus="genome|barcodes",
 
 
 # ---------------------------------------------------------------- data locations
+# Every source (simulated, downloaded or local) ends up in these files, so the stages after
+# rules/data.smk never depend on where the data came from.
 def genome_fasta():
     return R("data/genome.fa")
 
@@ -55,6 +60,40 @@ def task_table(split):
 
 def barcode_table():
     return R("data/barcodes.tsv")
+
+
+def known_motifs():
+    """Motif table of npmi.motifs: the simulator's planted motifs, a user TSV, or none (jaspar)."""
+    source = config["npmi"]["motifs"]
+    if source == "jaspar":
+        return []
+    if source == "planted":
+        if DATA.genome is not None:
+            raise WorkflowError(
+                "Invalid configuration: config key 'npmi.motifs': 'planted' needs the simulated "
+                "genome; use 'jaspar' or the path of a motif TSV (motif_id, consensus)"
+            )
+        return [R("data/motifs.tsv")]
+    return [source]
+
+
+def DL(path):
+    """A path inside the download folder (data.download.dir)."""
+    return str(Path(DATA.download_dir) / path)
+
+
+def source_file(source):
+    """Where a real source's file is on disk (its download or the user's path)."""
+    return DATA.local(source)
+
+
+def local_checksums(source):
+    """Checksums still to verify when ``source`` is read (a download was verified already)."""
+    return {} if source.is_download else dict(source.checksums)
+
+
+def task_sources(wildcards):
+    return {role: source_file(DATA.tasks[wildcards.task][role]) for role in ("train", "test")}
 
 
 # ---------------------------------------------------------------- input functions
@@ -106,14 +145,45 @@ def barcode_splits():
     tax = config["evaluation"]["taxonomy"]
     used = {tax["closed_train"], tax["closed_test"], tax["open_reference"], tax["open_query"]}
     used.add(config["evaluation"]["clustering"]["split"])
+    used.add(config["report"]["embedding_map"]["split"])
     return sorted(used | set(config["embedding"]["barcode_splits"]))
+
+
+def finetunes(wildcards):
+    """Whether the few-shot job of this model fine-tunes its encoder (never the baseline)."""
+    return config["evaluation"]["fewshot"]["finetune"] and wildcards.model != BASELINE
+
+
+def fewshot_inputs(wildcards):
+    """Task tables plus frozen embeddings (probe) or the saved model (fine-tuning)."""
+    inputs = {"train": R(f"data/tasks/{wildcards.task}/train.tsv"), "test": R(f"data/tasks/{wildcards.task}/test.tsv")}
+    if finetunes(wildcards):
+        inputs["model"] = R(f"models/{wildcards.model}")
+    else:
+        inputs["embeddings"] = R(f"embeddings/{wildcards.model}/{wildcards.task}.npz")
+    return inputs
+
+
+def fewshot_finetune_settings(wildcards):
+    """Fine-tuning settings, or None for a probe (so they only matter where they are used)."""
+    return dict(config["evaluation"]["fewshot"]["finetune_settings"]) if finetunes(wildcards) else None
+
+
+def fewshot_gpus(wildcards):
+    return min(1, MODEL_SETTINGS[wildcards.model].get("gpus", 0)) if finetunes(wildcards) else 0
 
 
 def eval_outputs():
     out = expand(R("eval/fewshot/{model}/{task}.tsv"), model=ALL_MODELS, task=TASKS)
     out += expand(R("eval/taxonomy/{model}.tsv"), model=ALL_MODELS)
     out += expand(R("eval/clustering/{model}.tsv"), model=ALL_MODELS)
+    out += expand(R("eval/probing/{model}/{task}.tsv"), model=ALL_MODELS, task=TASKS)
     return out
+
+
+def report_models():
+    """Models shown in the figures that the workflow evaluates (report.models, default all)."""
+    return [m for m in REPORT_MODELS if m in ALL_MODELS]
 
 
 def training_metrics():
@@ -128,5 +198,7 @@ def all_outputs():
         R("report/figures/taxonomy.png"),
         R("report/figures/training.png"),
         R("report/figures/top_kmers.png"),
+        R("report/figures/bias.png"),
+        R("report/figures/embedding_map.png"),
         R("npmi/motif_recovery.tsv"),
     ]

@@ -1,47 +1,95 @@
-# Input data. The demo simulates a genome (with planted motifs), few-shot tasks built from
-# it, and COI-like barcodes on a taxonomy tree; later sources (downloads, user files) write
-# the same files, so everything downstream is independent of where the data came from.
+# Input data. Each input is simulated (the embedded demo) or real: downloaded with checksums
+# or read from a local path, then converted into the same files the simulator writes
+# (results/data/genome.fa, barcodes.tsv, tasks/<task>/{train,test}.tsv), so everything
+# downstream is independent of where the data came from. Which rules exist depends on the
+# config (DATA, from dnalm.sources.plan in common.smk), so no two rules ever make one file.
 
 
-rule simulate_genome:
+if DATA.genome is None:
+
+    include: "data_genome_simulated.smk"
+
+else:
+
+    include: "data_genome_real.smk"
+
+
+if DATA.barcodes is None:
+
+    include: "data_barcodes_simulated.smk"
+
+else:
+
+    include: "data_barcodes_real.smk"
+
+
+rule download:
     output:
-        genome=R("data/genome.fa"),
-        motifs=R("data/motifs.tsv"),
-        instances=R("data/motif_instances.tsv"),
-        tasks=expand(R("data/tasks/{task}/{split}.tsv"), task=SIM_TASKS, split=["train", "test"]),
+        DL("{download}"),
     log:
-        R("logs/simulate_genome.log"),
+        R("logs/download/{download}.log"),
     params:
-        genome=config["data"]["genome"],
-        seed=config["seed"],
-        outdir=lambda wildcards, output: str(Path(output.genome).parent),
+        url=lambda wildcards: DATA.downloads[wildcards.download].url,
+        checksums=lambda wildcards: DATA.downloads[wildcards.download].checksums,
+        retries=config["data"]["download"]["retries"],
+        backoff=config["data"]["download"]["backoff"],
+        timeout=config["data"]["download"]["timeout"],
+    wildcard_constraints:
+        download=_alternatives(DATA.downloads),
+    localrule: True
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=500,
     conda:
         "../envs/data.yaml"
     script:
-        "../scripts/simulate_genome.py"
+        "../scripts/download.py"
 
 
-rule simulate_barcodes:
+rule extract_member:
+    input:
+        lambda wildcards: DATA.extracts[wildcards.extracted]["archive"],
     output:
-        barcodes=R("data/barcodes.tsv"),
-        taxonomy=R("data/taxonomy.tsv"),
-        tree=R("data/taxonomy.nwk"),
+        temp(DL("{extracted}")),
     log:
-        R("logs/simulate_barcodes.log"),
+        R("logs/extract_member/{extracted}.log"),
     params:
-        barcodes=config["data"]["barcodes"],
-        seed=config["seed"],
-        outdir=lambda wildcards, output: str(Path(output.barcodes).parent),
+        member=lambda wildcards: DATA.extracts[wildcards.extracted]["member"],
+        md5=lambda wildcards: DATA.extracts[wildcards.extracted]["md5"],
+        archive_checksums=lambda wildcards: local_checksums(DATA.barcodes),
+    wildcard_constraints:
+        extracted=_alternatives(DATA.extracts),
     threads: 1
     resources:
         mem_mb=1000,
     conda:
         "../envs/data.yaml"
     script:
-        "../scripts/simulate_barcodes.py"
+        "../scripts/download_extract.py"
+
+
+rule prepare_task:
+    input:
+        unpack(task_sources),
+    output:
+        train=R("data/tasks/{task}/train.tsv"),
+        test=R("data/tasks/{task}/test.tsv"),
+    log:
+        R("logs/prepare_task/{task}.log"),
+    params:
+        format=lambda wildcards: config["data"]["tasks"][wildcards.task]["format"],
+        checksums=lambda wildcards: {
+            role: local_checksums(DATA.tasks[wildcards.task][role]) for role in ("train", "test")
+        },
+    wildcard_constraints:
+        task=_alternatives(REAL_TASKS),
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/prepare_task.py"
 
 
 rule index_genome:

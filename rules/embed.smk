@@ -16,6 +16,8 @@ rule embed:
     threads: 2
     resources:
         mem_mb=4000,
+        # one GPU for a model trained on GPUs (see profiles/default), none for the k-mer baseline
+        gpu=lambda wildcards: min(1, MODEL_SETTINGS.get(wildcards.model, {}).get("gpus", 0)),
     conda:
         "../envs/pretrain.yaml"
     script:

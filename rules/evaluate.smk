@@ -1,12 +1,12 @@
-# Evaluation protocols on frozen embeddings (DESIGN.md): GeneMask few-shot probes,
-# BIOSCAN-5M closed-world species probe and open-world genus 1-NN, clustering vs taxonomy.
+# Evaluation protocols (DESIGN.md): GeneMask few-shot probes (or fine-tuning), BIOSCAN-5M
+# closed-world species probe and open-world genus 1-NN with the class-imbalance bias, and
+# the knowledge probes: clustering against taxonomy / task labels and the consistency probe.
+# The k-mer-spectrum baseline is one more {model}.
 
 
 rule fewshot:
     input:
-        embeddings=R("embeddings/{model}/{task}.npz"),
-        train=R("data/tasks/{task}/train.tsv"),
-        test=R("data/tasks/{task}/test.tsv"),
+        unpack(fewshot_inputs),
     output:
         R("eval/fewshot/{model}/{task}.tsv"),
     log:
@@ -17,10 +17,12 @@ rule fewshot:
         shots=config["evaluation"]["fewshot"]["shots"],
         n_repeats=config["evaluation"]["fewshot"]["n_repeats"],
         max_iter=config["evaluation"]["fewshot"]["max_iter"],
+        finetune=fewshot_finetune_settings,
         seed=config["seed"],
     threads: 1
     resources:
         mem_mb=2000,
+        gpu=fewshot_gpus,
     conda:
         "../envs/evaluate.yaml"
     script:
@@ -32,7 +34,8 @@ rule taxonomy:
         embeddings=R("embeddings/{model}/barcodes.npz"),
         barcodes=barcode_table(),
     output:
-        R("eval/taxonomy/{model}.tsv"),
+        metrics=R("eval/taxonomy/{model}.tsv"),
+        per_class=R("eval/bias/{model}.tsv"),
     log:
         R("logs/taxonomy/{model}.log"),
     benchmark:
@@ -43,7 +46,8 @@ rule taxonomy:
         open_reference=config["evaluation"]["taxonomy"]["open_reference"],
         open_query=config["evaluation"]["taxonomy"]["open_query"],
         max_iter=config["evaluation"]["taxonomy"]["max_iter"],
-    threads: 1
+        seed=config["seed"],
+    threads: 2
     resources:
         mem_mb=4000,
     conda:
@@ -60,10 +64,14 @@ rule clustering:
         R("eval/clustering/{model}.tsv"),
     log:
         R("logs/clustering/{model}.log"),
+    benchmark:
+        R("benchmarks/clustering/{model}.tsv")
     params:
         method=config["evaluation"]["clustering"]["method"],
         split=config["evaluation"]["clustering"]["split"],
         ranks=config["evaluation"]["clustering"]["ranks"],
+        max_points=config["evaluation"]["clustering"]["max_points"],
+        max_pairs=config["evaluation"]["probing"]["max_pairs"],
         seed=config["seed"],
     threads: 1
     resources:
@@ -72,3 +80,29 @@ rule clustering:
         "../envs/evaluate.yaml"
     script:
         "../scripts/clustering.py"
+
+
+rule probing:
+    input:
+        embeddings=R("embeddings/{model}/{task}.npz"),
+        test=R("data/tasks/{task}/test.tsv"),
+        motifs=known_motifs(),
+    output:
+        R("eval/probing/{model}/{task}.tsv"),
+    log:
+        R("logs/probing/{model}/{task}.log"),
+    params:
+        method=config["evaluation"]["clustering"]["method"],
+        max_points=config["evaluation"]["clustering"]["max_points"],
+        motif_source=config["npmi"]["motifs"],
+        max_pairs=config["evaluation"]["probing"]["max_pairs"],
+        mismatches=config["evaluation"]["probing"]["motif_mismatches"],
+        max_motifs=config["evaluation"]["probing"]["max_motifs"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/evaluate.yaml"
+    script:
+        "../scripts/probing.py"

@@ -15,7 +15,7 @@ rule npmi_table:
         min_count=config["npmi"]["min_count"],
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards: 1000 + 3 * kmer_count_mem_mb(config["kmers"]["k_max"], 1),
     conda:
         "../envs/kmers.yaml"
     script:
@@ -25,7 +25,7 @@ rule npmi_table:
 rule motif_recovery:
     input:
         npmi=R("npmi/npmi.tsv"),
-        motifs=R("data/motifs.tsv"),
+        motifs=known_motifs(),
     output:
         recovery=R("npmi/motif_recovery.tsv"),
         top=R("npmi/top_kmers.tsv"),
@@ -34,9 +34,11 @@ rule motif_recovery:
     params:
         k=config["npmi"]["motif_k"],
         top=config["npmi"]["motif_top"],
+        source=config["npmi"]["motifs"],
+        min_score=config["npmi"]["motif_min_score"],
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=2000,
     conda:
         "../envs/kmers.yaml"
     script:

@@ -1,6 +1,8 @@
-# Pretraining: training corpora stored as 2-bit-style base codes, then one job per model
-# (architecture x masking x tokenization, from the `models:` config). Checkpoints live
-# outside the declared outputs, so a killed job resumes when the rule is rerun.
+# Pretraining: training corpora stored as base codes (uint8 + offsets, memory-mapped), then
+# one job per model (architecture x masking x tokenization, from the `models:` config).
+# Checkpoints live outside the declared outputs, so a killed job resumes when the rule is
+# rerun. A model's `gpus:` is the job's `gpu` resource; more than one GPU runs the job
+# data-parallel (torchrun, one process per GPU).
 
 
 rule genome_corpus:

@@ -10,12 +10,19 @@ rule collect_metrics:
             R("report/metrics.tsv"),
             caption="report/metrics.rst",
             category="Tables",
+            labels={"table": "every metric (tidy)"},
         ),
         summary=R("report/summary.md"),
+        summary_html=report(
+            R("report/summary.html"),
+            caption="report/summary.rst",
+            category="Tables",
+            labels={"table": "summary"},
+        ),
     log:
         R("logs/collect_metrics.log"),
     params:
-        models=REPORT_MODELS,
+        models=report_models(),
     threads: 1
     resources:
         mem_mb=1000,
@@ -33,12 +40,13 @@ rule plot_fewshot:
             R("report/figures/fewshot.png"),
             caption="report/fewshot.rst",
             category="Few-shot",
+            labels={"figure": "few-shot curves"},
         ),
     log:
         R("logs/plot_fewshot.log"),
     params:
         metric=config["report"]["fewshot_metric"],
-        models=REPORT_MODELS,
+        models=report_models(),
     threads: 1
     resources:
         mem_mb=1000,
@@ -56,11 +64,12 @@ rule plot_taxonomy:
             R("report/figures/taxonomy.png"),
             caption="report/taxonomy.rst",
             category="Taxonomy",
+            labels={"figure": "closed / open world"},
         ),
     log:
         R("logs/plot_taxonomy.log"),
     params:
-        models=REPORT_MODELS,
+        models=report_models(),
     threads: 1
     resources:
         mem_mb=1000,
@@ -78,6 +87,7 @@ rule plot_training:
             R("report/figures/training.png"),
             caption="report/training.rst",
             category="Pretraining",
+            labels={"figure": "loss and mask rate"},
         ),
     log:
         R("logs/plot_training.log"),
@@ -100,6 +110,7 @@ rule plot_top_kmers:
             R("report/figures/top_kmers.png"),
             caption="report/top_kmers.rst",
             category="NPMI",
+            labels={"figure": "top NPMI k-mers"},
         ),
     log:
         R("logs/plot_top_kmers.log"),
@@ -112,3 +123,52 @@ rule plot_top_kmers:
         "../envs/evaluate.yaml"
     script:
         "../scripts/plot_top_kmers.py"
+
+
+rule plot_bias:
+    input:
+        expand(R("eval/bias/{model}.tsv"), model=report_models()),
+    output:
+        report(
+            R("report/figures/bias.png"),
+            caption="report/bias.rst",
+            category="Taxonomy",
+            labels={"figure": "class-imbalance bias"},
+        ),
+    log:
+        R("logs/plot_bias.log"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/evaluate.yaml"
+    script:
+        "../scripts/plot_bias.py"
+
+
+rule plot_embedding_map:
+    input:
+        embeddings=expand(R("embeddings/{model}/barcodes.npz"), model=report_models()),
+        barcodes=barcode_table(),
+    output:
+        report(
+            R("report/figures/embedding_map.png"),
+            caption="report/embedding_map.rst",
+            category="Taxonomy",
+            labels={"figure": "embedding map"},
+        ),
+    log:
+        R("logs/plot_embedding_map.log"),
+    benchmark:
+        R("benchmarks/plot_embedding_map.tsv")
+    params:
+        models=report_models(),
+        settings=config["report"]["embedding_map"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/evaluate.yaml"
+    script:
+        "../scripts/plot_embedding_map.py"

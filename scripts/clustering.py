@@ -1,15 +1,25 @@
-"""Rule clustering: cluster barcode embeddings, compare with each taxonomic rank (AMI, ARI)."""
+"""Rule clustering: cluster barcode embeddings and compare with each taxonomic rank (AMI,
+ARI, silhouette); consistency probe (same-taxon pairs against random pairs) per rank."""
+
+import pandas as pd
 
 from dnalm import datasets, embed, evaluate, io, logs
 
 log = logs.to_file(snakemake.log[0])
+evaluate.limit_threads(snakemake.threads)
 p = snakemake.params
 ids, vectors = embed.load_embeddings(snakemake.input.embeddings)
 table = datasets.read_barcodes(snakemake.input.barcodes)
 rows = table[table["split"] == p.split]
+if rows.empty:
+    raise ValueError(f"{snakemake.input.barcodes}: split {p.split!r} has no barcodes")
 x = datasets.align(rows["processid"], ids, vectors, snakemake.input.embeddings)
 labels = {rank: rows[rank].to_numpy() for rank in p.ranks}
-result = evaluate.clustering(x, labels, method=p.method, seed=p.seed)
+result = pd.concat(
+    [evaluate.clustering(x, labels, method=p.method, seed=p.seed, max_points=p.max_points),
+     evaluate.consistency(x, labels, max_pairs=p.max_pairs, seed=p.seed)],
+    ignore_index=True,
+)
 result.insert(0, "dataset", "barcodes")
 result.insert(0, "model", snakemake.wildcards.model)
 io.write_tsv(result, snakemake.output[0])

@@ -1,13 +1,30 @@
-"""Rule count_kmers: count n-grams (n = 1..k_max) over one shard of the genome's records."""
+"""Rule count_kmers: count n-grams (n = 1..k_max) over one shard (contig group) of the genome."""
+
+import time
 
 from dnalm import kmers, logs
 
 log = logs.to_file(snakemake.log[0])
 p = snakemake.params
 shard = int(snakemake.wildcards.shard)
-lengths = kmers.fasta_lengths(snakemake.input.fasta)
-records = kmers.shard_records(lengths, p.n_shards)[shard]
-log.info("shard %d/%d: %d records, %d bp", shard, p.n_shards, len(records), sum(lengths[r] for r in records))
-counts = kmers.count_fasta(snakemake.input.fasta, p.k_max, both_strands=p.both_strands, records=records)
+records = kmers.read_shard_plan(snakemake.input.plan, shard)
+log.info(
+    "shard %d: %d records, k_max=%d, both_strands=%s, %d threads",
+    shard,
+    len(records),
+    p.k_max,
+    p.both_strands,
+    snakemake.threads,
+)
+start = time.perf_counter()
+counts = kmers.count_fasta(
+    snakemake.input.fasta, p.k_max, both_strands=p.both_strands, records=records, threads=snakemake.threads
+)
+seconds = time.perf_counter() - start
 kmers.save_counts(snakemake.output[0], counts)
-log.info("valid %d-mer windows: %d", p.k_max, counts.n_windows(p.k_max))
+log.info(
+    "%d valid 1-mer windows in %.1f s (%.1f Mbp/s)",
+    counts.n_windows(1),
+    seconds,
+    counts.n_windows(1) / max(seconds, 1e-9) / 1e6,
+)

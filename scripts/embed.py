@@ -2,9 +2,10 @@
 
 import torch
 
-from dnalm import datasets, embed, logs
+from dnalm import datasets, embed, gpus, logs
 
 log = logs.to_file(snakemake.log[0])
+gpu_lease = gpus.pin(snakemake.resources.get("gpu", 0), log=log)  # own GPUs, before CUDA starts
 settings = snakemake.params.settings
 torch.set_num_threads(snakemake.threads)
 ids, seqs = datasets.dataset_sequences(

@@ -1,20 +1,21 @@
-"""Rule pretrain: train one model (resumes from its last checkpoint if one matches)."""
+"""Rule pretrain: train one model (resumes from its last checkpoint if one matches).
 
-from dnalm import logs, train
+With ``resources: gpu`` > 1 the job runs data-parallel, one process per GPU (torchrun)."""
+
+from dnalm import gpus, logs, train
 
 log = logs.to_file(snakemake.log[0])
-settings = dict(snakemake.params.settings)
-settings.pop("threads", None)
-settings.pop("gpus", None)
-settings["num_threads"] = snakemake.threads
-cfg = train.TrainConfig.from_dict(settings)
+n_gpus = int(snakemake.resources.get("gpu", 0))
+gpu_lease = gpus.pin(n_gpus, log=log)  # own GPUs, before CUDA starts
+cfg = train.TrainConfig.from_dict({**snakemake.params.settings, "num_threads": snakemake.threads})
 log.info("training %s with %s", snakemake.wildcards.model, cfg)
-summary = train.train(
+summary = train.launch(
     cfg,
     corpus_path=snakemake.input.corpus,
     out_dir=snakemake.output.model,
     metrics_path=snakemake.output.metrics,
     checkpoint_dir=snakemake.params.checkpoint_dir,
     npmi_path=snakemake.input.get("npmi"),
+    nproc=n_gpus,
 )
 log.info("done: %s", summary)

@@ -1,10 +1,12 @@
-"""Rule taxonomy: closed-world species probe and open-world genus 1-NN on barcode embeddings."""
+"""Rule taxonomy: closed-world species probe and open-world genus 1-NN on barcode embeddings,
+and the class-imbalance bias of both (per-class accuracy against training frequency)."""
 
 import pandas as pd
 
 from dnalm import datasets, embed, evaluate, io, logs
 
 log = logs.to_file(snakemake.log[0])
+evaluate.limit_threads(snakemake.threads)
 p = snakemake.params
 ids, vectors = embed.load_embeddings(snakemake.input.embeddings)
 table = datasets.read_barcodes(snakemake.input.barcodes)
@@ -19,12 +21,24 @@ def split(name):
 
 x_tr, tr = split(p.closed_train)
 x_te, te = split(p.closed_test)
-closed = evaluate.closed_world(x_tr, tr["species"].to_numpy(), x_te, te["species"].to_numpy(), max_iter=p.max_iter)
+closed, species_pred = evaluate.closed_world(
+    x_tr, tr["species"].to_numpy(), x_te, te["species"].to_numpy(), max_iter=p.max_iter, seed=p.seed,
+    return_predictions=True,
+)
+closed_bias, closed_classes = evaluate.bias(te["species"].to_numpy(), species_pred, tr["species"].to_numpy(), "species")
 x_ref, ref = split(p.open_reference)
 x_q, q = split(p.open_query)
-opened = evaluate.open_world(x_ref, ref["genus"].to_numpy(), x_q, q["genus"].to_numpy())
-result = pd.concat([closed, opened], ignore_index=True)
-result.insert(0, "dataset", "barcodes")
-result.insert(0, "model", snakemake.wildcards.model)
-io.write_tsv(result, snakemake.output[0])
+opened, genus_pred = evaluate.open_world(x_ref, ref["genus"].to_numpy(), x_q, q["genus"].to_numpy(), return_predictions=True)
+open_bias, open_classes = evaluate.bias(q["genus"].to_numpy(), genus_pred, ref["genus"].to_numpy(), "genus")
+result = pd.concat([closed, opened, closed_bias, open_bias], ignore_index=True)
+per_class = pd.concat(
+    [closed_classes.assign(protocol="closed_world", level="species"),
+     open_classes.assign(protocol="open_world", level="genus")],
+    ignore_index=True,
+)
+for frame in (result, per_class):
+    frame.insert(0, "dataset", "barcodes")
+    frame.insert(0, "model", snakemake.wildcards.model)
+io.write_tsv(result, snakemake.output.metrics)
+io.write_tsv(per_class, snakemake.output.per_class)
 log.info("\n%s", result.to_string(index=False))

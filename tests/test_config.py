@@ -84,3 +84,23 @@ def test_resolved_settings_are_accepted_by_trainconfig(demo):
         settings.pop("threads", None)
         settings.pop("gpus", None)
         train.TrainConfig.from_dict(settings)
+
+
+def test_every_preset_and_loop_option_resolves_to_a_train_config(demo):
+    from dnalm import train
+
+    demo["models"] = {name: {"preset": name} for name in PRESETS}
+    demo["models"]["custom"] = {
+        "architecture": "mae", "masking": "genemask", "tokenization": "overlapping", "k": 4, "corpus": "genome",
+        "packing": False, "prefetch": 0, "grad_accum": 2, "gpus": 2, "threads": 4,
+    }  # fmt: skip
+    validate_config(demo, SCHEMA)
+    for name in demo["models"]:
+        cfg = train.TrainConfig.from_dict(train_settings(resolve_model(demo, name)))
+        assert cfg.lr == demo["training"]["lr"] and cfg.size == demo["training"]["size"]
+    custom = train.TrainConfig.from_dict(train_settings(resolve_model(demo, "custom")))
+    assert (custom.packing, custom.prefetch, custom.grad_accum, custom.k) == (False, 0, 2, 4)
+    assert resolve_model(demo, "barcodemae")["masking_params"] == {"mask_ratio": 0.5}
+    demo["models"]["custom"]["prefetch"] = -1
+    with pytest.raises(ConfigError, match="models.custom.prefetch"):
+        validate_config(demo, SCHEMA)

@@ -101,7 +101,7 @@ def test_fewshot_separable_data_and_skipping():
         df = ev.fewshot(x_tr, labels[y_tr], x_te, labels[y_te], shots=[5, 20, 100], n_repeats=3, seed=7)
     assert list(df.columns) == ev.COLUMNS
     assert len(df) == 2 * 3 * 3
-    assert set(df["protocol"]) == {"fewshot"} and set(df["level"]) == {""}
+    assert set(df["protocol"]) == {"fewshot"} and set(df["level"]) == {"probe"}
     assert set(df["shots"]) == {5.0, 20.0} and set(df["repeat"]) == {0, 1, 2}
     assert set(df["metric"]) == {"accuracy", "macro_f1", "mcc"}
     assert (df.loc[df["metric"] == "accuracy", "value"] >= 0.98).all()

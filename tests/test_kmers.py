@@ -1,4 +1,6 @@
-"""k-mer counting against a brute-force dictionary counter over every substring."""
+"""k-mer counting against a brute-force dictionary counter over every substring.
+
+Bad-input tests are in test_kmers_errors.py, the comparison with KMC in test_kmers_kmc.py."""
 
 from __future__ import annotations
 
@@ -10,15 +12,15 @@ import numpy as np
 import pytest
 
 from dnalm import io
-from dnalm.seq import encode, kmer_codes
 from dnalm.kmers import (
-    _window_codes,
     KmerCounts,
     codes_to_strings,
     count_fasta,
     count_sequences,
-    fasta_lengths,
+    fasta_records,
     load_counts,
+    read_shard_plan,
+    write_shard_plan,
     merge_count_files,
     reverse_complement_codes,
     save_counts,
@@ -87,77 +89,146 @@ def test_hand_example():
     assert c.count("GA") == 0 and c.count("AT") == 0
 
 
-def write_fasta_lines(path, recs, width=13, gz=False):
+def write_fasta_lines(path, recs, width=13, gz=False, eol="\n"):
     text = "".join(
-        f">r{i} some description\n" + "".join(s[j : j + width] + "\n" for j in range(0, len(s), width))
+        f">r{i} some description{eol}" + "".join(s[j : j + width] + eol for j in range(0, len(s), width))
         for i, s in enumerate(recs)
     )
     if gz:
         with gzip.open(path, "wt") as fh:
             fh.write(text)
     else:
-        path.write_text(text)
+        path.write_bytes(text.encode())
 
 
-@pytest.mark.parametrize("chunk_size", [1, 2, 7, 1 << 24])
-def test_count_fasta_chunks_equal_whole(tmp_path, records, chunk_size):
-    """Long records split into tiny chunks: the k_max-1 carry must neither lose nor double windows."""
+@pytest.fixture(scope="module")
+def long_records():
+    """Records of several kb (so that threads cut inside them) plus the short ones."""
     rng = np.random.default_rng(2)
-    long_recs = random_records(rng, 3, 400) + records[:10]
+    recs = random_records(rng, 4, 12000) + random_records(rng, 30, 50)
+    return recs + ["", "ACGTACGTACGTACGTACGT", "nnnnACGTTGCAACGTTGCAnnnn", "A"]
+
+
+@pytest.fixture(scope="module")
+def long_brute(long_records):
+    return brute_counts(long_records, 5), brute_counts(long_records, 5, True)
+
+
+@pytest.mark.parametrize(
+    "block_size,threads,width,eol",
+    [
+        (1, 1, 13, "\n"),
+        (2, 1, 7, "\r\n"),
+        (7, 2, 60, "\n"),
+        (997, 3, 1, "\n"),
+        (10000, 2, 80, "\r\n"),
+        (1 << 24, 2, 70, "\n"),
+    ],
+)
+def test_count_fasta_blocks_threads_equal_brute_force(
+    tmp_path, long_records, long_brute, block_size, threads, width, eol
+):
+    """Headers, lines and records cut anywhere by blocks and threads: nothing lost or doubled."""
     fa = tmp_path / "x.fa"
-    write_fasta_lines(fa, long_recs)
-    got = count_fasta(fa, 4, chunk_size=chunk_size)
-    assert_matches(got, brute_counts(long_recs, 4))
-    assert got == count_sequences(long_recs, 4)
+    write_fasta_lines(fa, long_records, width=width, eol=eol)
+    got = count_fasta(fa, 5, threads=threads, block_size=block_size)
+    assert_matches(got, long_brute[0])
+    assert got == count_sequences(long_records, 5)
+    both = count_fasta(fa, 5, both_strands=True, threads=threads, block_size=block_size)
+    assert_matches(both, long_brute[1])
 
 
-def test_count_fasta_gzip_both_strands_and_records(tmp_path, records):
+@pytest.mark.parametrize("k", [10, 12])
+def test_bucketed_kernel_k10_k12(tmp_path, long_records, k, monkeypatch):
+    """k >= 10 counts through the counting-sort batches; tiny batches and folds stress it."""
+    import dnalm.kmers as km
+
+    ref = brute_counts(long_records, k)
+    fa = tmp_path / "x.fa.gz"
+    write_fasta_lines(fa, long_records, width=61, gz=True)
+    assert_matches(count_fasta(fa, k, threads=2, block_size=9000), ref)
+    monkeypatch.setattr(km, "_BATCH", 5)  # batches of 5 windows
+    monkeypatch.setattr(km, "_FOLD_LIMIT", 3000)  # uint32 tables folded into int64 often
+    assert_matches(count_fasta(fa, k, block_size=1000), ref)
+    assert_matches(count_sequences(long_records, k), ref)
+
+
+def test_state_at_matches_forward_scan():
+    """The state recomputed at a cut equals the state reached by reading up to the cut."""
+    from dnalm.kmers import _BYTE_CLASS, _kernels
+
+    state_at = _kernels()[1]
+    rng = np.random.default_rng(4)
+    buf = np.frombuffer("".join(rng.choice(list("ACGTacgtN\n-"), size=3000)).encode(), dtype=np.uint8)
+    for k in (1, 3, 12):
+        code, run = 0, 0
+        cls = _BYTE_CLASS[buf]
+        for s in range(len(buf) + 1):
+            if s in (0, 5, 100, 1999, 3000) or s % 97 == 0:
+                r = min(run, k)  # only the last r bases of the code matter
+                got = state_at(buf, 0, s, _BYTE_CLASS, k, 0, 0)
+                assert (got[0] & (4**r - 1), got[1]) == (code & (4**r - 1), r), (k, s)
+                mid = s // 2  # the same through an intermediate state
+                c0, r0 = state_at(buf, 0, mid, _BYTE_CLASS, k, 0, 0)
+                via = state_at(buf, mid, s, _BYTE_CLASS, k, c0, r0)
+                assert (via[0] & (4**r - 1), via[1]) == (got[0] & (4**r - 1), r), (k, s)
+            if s < len(buf):
+                c = cls[s]
+                if c < 4:
+                    code, run = ((code << 2) | int(c)) & (4**k - 1), run + 1
+                elif c == 4:
+                    run = 0
+
+
+def test_count_fasta_gzip_bgzip_both_strands_and_records(tmp_path, records):
     fa = tmp_path / "x.fa.gz"
     write_fasta_lines(fa, records, gz=True)
-    assert_matches(count_fasta(fa, 3, both_strands=True, chunk_size=5), brute_counts(records, 3, True))
+    assert_matches(count_fasta(fa, 3, both_strands=True, block_size=5), brute_counts(records, 3, True))
     subset = ["r3", "r0", "r7"]
-    got = count_fasta(fa, 3, records=subset)
+    got = count_fasta(fa, 3, records=subset, block_size=11)
     assert_matches(got, brute_counts([records[0], records[3], records[7]], 3))
     empty = count_fasta(fa, 3, records=[])
     assert empty == KmerCounts.zeros(3) and empty.n_windows(1) == 0
     with pytest.raises(io.InputError, match="nope"):
         count_fasta(fa, 3, records=["r1", "nope"])
+    from Bio import bgzf
+
+    bgz = tmp_path / "b.fa.gz"
+    with bgzf.BgzfWriter(str(bgz), "wb") as w:  # many gzip members
+        for i, s in enumerate(records):
+            w.write(f">r{i}\n{s}\n".encode())
+    assert count_fasta(bgz, 3, threads=2) == count_sequences(records, 3)
 
 
 def test_shards_sum_to_whole(tmp_path):
     rng = np.random.default_rng(3)
     recs = random_records(rng, 25, 300)
-    fa = tmp_path / "g.fa"
-    write_fasta_lines(fa, recs, width=60)
-    lengths = fasta_lengths(fa)
-    assert lengths == {f"r{i}": len(s) for i, s in enumerate(recs)}
-    shards = shard_records(lengths, 4)
+    fa = tmp_path / "g.fa.gz"
+    write_fasta_lines(fa, recs, width=60, gz=True)
+    lengths = fasta_records(fa, block_size=64)
+    assert lengths == {f"r{i}": len(s.replace("-", "")) for i, s in enumerate(recs)}
+    plan = tmp_path / "plan.tsv"
+    write_shard_plan(plan, lengths, 4)
+    shards = [read_shard_plan(plan, i) for i in range(4)]
+    assert shards == shard_records(lengths, 4)
     assert sorted(itertools.chain(*shards)) == sorted(lengths)
     paths = []
     for i, shard in enumerate(shards):
         p = tmp_path / f"shard{i}.npz"
-        save_counts(p, count_fasta(fa, 5, both_strands=True, records=shard, chunk_size=50))
+        save_counts(p, count_fasta(fa, 5, both_strands=True, records=shard, block_size=50))
         paths.append(p)
     whole = count_fasta(fa, 5, both_strands=True)
     assert merge_count_files(paths) == whole
     assert_matches(whole, brute_counts(recs, 5, True))
 
 
-def test_fasta_lengths_gzip_fallback_and_unequal_lines(tmp_path):
-    recs = ["ACGTACGTAC", "AC", "GGGGGGG"]
-    gz = tmp_path / "a.fa.gz"
-    write_fasta_lines(gz, recs, width=4, gz=True)  # plain gzip: pyfaidx refuses, scan used
-    assert fasta_lengths(gz) == {"r0": 10, "r1": 2, "r2": 7}
-    from Bio import bgzf
-
-    bgz = tmp_path / "c.fa.gz"
-    with bgzf.BgzfWriter(str(bgz), "wb") as w:
-        w.write(b">p desc\nACGTA\nAC\n>q\nAAAA\n")
-    assert fasta_lengths(bgz) == {"p": 7, "q": 4}
-    assert (tmp_path / "c.fa.gz.fai").exists()  # indexed by pyfaidx, not scanned
-    ragged = tmp_path / "b.fa"
-    ragged.write_text(">x\nACG\nACGTT\nA\n>y\nAA\n")  # unequal line lengths: not indexable
-    assert fasta_lengths(ragged) == {"x": 9, "y": 2}
+def test_fasta_records_edge_cases(tmp_path):
+    f = tmp_path / "a.fa"
+    f.write_bytes(b"\n\n>x desc\nAC GT\r\nNN-a\n>y\n>z\nA")  # blank lines first, empty record, no final newline
+    assert fasta_records(f, block_size=3) == {"x": 7, "y": 0, "z": 1}
+    assert count_fasta(f, 2, block_size=3) == count_sequences(["ACGTNNa", "", "A"], 2)
+    f.write_bytes(b">only-header")
+    assert fasta_records(f) == {"only-header": 0}
 
 
 def test_shard_records_balanced_and_deterministic():
@@ -227,16 +298,6 @@ def test_code_helpers():
         strings_to_codes(["ACN"], 3)
 
 
-@pytest.mark.parametrize("k", [1, 2, 6, 12])
-def test_window_codes_equal_seq_kmer_codes(k):
-    codes = encode("".join(np.random.default_rng(k).choice(list("ACGTACGTNa"), size=500)))
-    ids, dirty = _window_codes(codes, k)
-    ref_ids, ref_valid = kmer_codes(codes, k)
-    assert (dirty == ~ref_valid).all()
-    assert (ids[~dirty] == ref_ids[ref_valid]).all()
-    assert _window_codes(codes[: k - 1], k)[0].size == 0
-
-
 def test_long_n_runs_k8_small_chunks(tmp_path):
     rng = np.random.default_rng(9)
     parts = [
@@ -246,4 +307,4 @@ def test_long_n_runs_k8_small_chunks(tmp_path):
     recs = ["".join(parts[:20]), "".join(parts[20:]).lower()]
     fa = tmp_path / "n.fa"
     write_fasta_lines(fa, recs, width=70)
-    assert_matches(count_fasta(fa, 8, chunk_size=11), brute_counts(recs, 8))
+    assert_matches(count_fasta(fa, 8, block_size=11), brute_counts(recs, 8))

@@ -434,3 +434,44 @@ def test_load_npmi_table(tmp_path):
     with pytest.raises(InputError, match="npmi"):
         load_npmi_table(path, 2)
     assert masking.DEFAULT_CENTER_PROB == {"random": 0.025, "genemask": 0.0176}
+
+
+# ----------------------------------------------------------------------------------------
+# the batch path (make_masks) equals the per-sequence functions
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tokenization,k", [("overlapping", 3), ("overlapping", 6), ("non-overlapping", 3), ("non-overlapping", 6)])
+@pytest.mark.parametrize("strategy", ["random", "genemask"])
+def test_batch_masks_equal_per_sequence_masks(strategy, tokenization, k):
+    """make_masks over a concatenated batch, fed one uniform per token, gives each sequence
+    the mask make_mask gives it drawing rng.random(len(sequence)) from the same stream."""
+    data = np.random.default_rng(300 + k)
+    npmi = random_npmi(data, k)
+    n_branch = 0
+    for trial in range(25):
+        seqs = [random_tokens(data, k, tokenization, max_len=int(data.choice([8, 60, 300]))) for _ in range(int(data.integers(1, 40)))]
+        params = {
+            "center_prob": float(data.choice([0.0176, 0.05, 0.2, 1.0])),
+            "span": int(data.choice([1, 4, 11])),
+            "keep_fraction": float(data.choice([0.3, 0.5, 1.0])),
+            "min_keep": int(data.choice([0, 1, 5])),
+            "mask_ratio": float(data.choice([0.0, 0.05, 0.5, 0.9])),
+        }
+        s = int(data.integers(1 << 30))
+        rng = np.random.default_rng(s)
+        want = [make_mask(ids, strategy, tokenization, k, params, npmi, rng) for ids in seqs]
+        flat = np.concatenate(seqs)
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in seqs])])
+        u = np.random.default_rng(s).random(len(flat))  # the same stream, drawn at once
+        got = masking.make_masks(flat, offsets, strategy, tokenization, k, params, npmi, u)
+        assert got.dtype == bool and got.tolist() == np.concatenate(want).tolist(), (trial, params)
+        if tokenization == "overlapping" and strategy == "genemask":
+            n_branch += sum(
+                int(params["keep_fraction"] * int((maskable(x) & (uu < params["center_prob"])).sum())) > params["min_keep"]
+                for x, uu in zip(seqs, np.split(u, offsets[1:-1]))
+            )
+    if tokenization == "overlapping" and strategy == "genemask":
+        assert n_branch > 10  # the "keep only the top centres" branch was exercised
+    with pytest.raises(ValueError, match="one uniform per token"):
+        masking.make_masks(np.array([2, 9, 3]), np.array([0, 3]), strategy, tokenization, k, {}, npmi, np.zeros(2))

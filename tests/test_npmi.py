@@ -163,3 +163,55 @@ def test_npmi_lookup():
     assert np.isneginf(lut).sum() == 64 - len(rows)
     assert lut[0] == -np.inf  # AAA never occurs
     assert np.isneginf(npmi_lookup(t, 4)).all() and npmi_lookup(t, 4).shape == (256,)
+
+
+def test_brute_force_with_short_records_and_iupac():
+    rng = np.random.default_rng(3)
+    recs = random_genome(rng, n_records=3, length=300) + ["", "A", "AC", "ACG", "NNNN", "acRYgt", "GATTACA"]
+    table = npmi_table(count_sequences(recs, 4), min_count=2)
+    ref = brute_npmi([r.upper().replace("R", "N").replace("Y", "N") for r in recs], 4, 2)
+    assert set(table["kmer"]) == set(ref)
+    exp = np.array([ref[k] for k in table["kmer"]])
+    np.testing.assert_allclose(table[["log_p", "pmi", "npmi"]].to_numpy(), exp[:, 1:], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [3, 1 << 20])
+def test_streamed_tsv_equals_table(tmp_path, monkeypatch, chunk):
+    """write_npmi_tsv (length by length, in chunks) writes exactly what the table gives."""
+    import dnalm.npmi as npmi_mod
+
+    monkeypatch.setattr(npmi_mod, "_CHUNK", chunk)
+    counts = count_sequences(random_genome(np.random.default_rng(5)), 5)
+    whole, streamed = tmp_path / "a.tsv", tmp_path / "b.tsv"
+    write_npmi_table(npmi_table(counts, min_count=2), whole)
+    rows = npmi_mod.write_npmi_tsv(counts, streamed, min_count=2)
+    assert streamed.read_text() == whole.read_text()
+    assert rows == len(read_npmi_table(streamed))
+    top = npmi_mod.read_top_rows(streamed, 4, 7)
+    full = read_npmi_table(whole)
+    expect = full[(full["n"] == 4) & (full["rank"] <= 7)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(top, expect)
+    assert len(npmi_mod.read_top_rows(streamed, 9, 7)) == 0
+
+
+def test_streamed_tsv_failure_leaves_nothing(tmp_path, monkeypatch):
+    import dnalm.npmi as npmi_mod
+
+    counts = count_sequences(random_genome(np.random.default_rng(6)), 4)
+
+    def boom(*args, **kwargs):
+        raise MemoryError("out of memory in the middle")
+
+    calls = {"n": 0}
+    real = npmi_mod._frame
+
+    def flaky(*args, **kwargs):  # the first chunks are written, then a failure
+        calls["n"] += 1
+        if calls["n"] > 1:
+            boom()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(npmi_mod, "_frame", flaky)
+    with pytest.raises(MemoryError):
+        npmi_mod.write_npmi_tsv(counts, tmp_path / "out" / "npmi.tsv")
+    assert list((tmp_path / "out").iterdir()) == []

@@ -79,3 +79,20 @@ print(json.dumps([tok(t)["input_ids"] for t in texts]))
         for s, ids in zip(seqs, hf):
             assert ids == seq.tokenize(s, 4, tokenization).tolist(), s
     assert (tmp_path / "vocab.txt").read_text().split("\n")[:6] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "AAAA"]
+
+
+@pytest.mark.parametrize("tokenization", seq.TOKENIZATIONS)
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_tokenize_windows_equals_per_window_tokenization(tokenization, k):
+    rng = np.random.default_rng(k)
+    bases = rng.integers(0, 5, 5000).astype(np.uint8)  # code 4 = N
+    bases[rng.random(5000) < 0.9] %= 4  # mostly ACGT
+    lengths = rng.integers(0, 40, 300)
+    starts = rng.integers(0, 5000 - 40, 300)
+    flat, offsets = seq.tokenize_windows(bases, starts, lengths, k, tokenization)
+    assert offsets[0] == 0 and offsets[-1] == len(flat) and len(offsets) == 301
+    for j in range(300):
+        want = seq.tokenize_codes(bases[starts[j] : starts[j] + lengths[j]], k, tokenization)
+        assert flat[offsets[j] : offsets[j + 1]].tolist() == want.tolist(), j
+    empty, off = seq.tokenize_windows(bases, [], [], k, tokenization)
+    assert empty.size == 0 and off.tolist() == [0]

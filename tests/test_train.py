@@ -16,12 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, load_model
 
 from dnalm import seq
 from dnalm.corpus import Corpus, save_corpus
-from dnalm.models import BertMAE, bert_config, build_mlm, mlm_forward, pack_visible
 from dnalm.train import METRIC_COLUMNS, Batcher, TrainConfig, build_model, lr_at, train
 
 SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts")
@@ -142,178 +140,37 @@ def test_lr_schedules_match_reference_implementations():
         sched.step()
 
 
-# ----------------------------------------------------------------------------------------
-# models
-# ----------------------------------------------------------------------------------------
+def test_device_and_precision_choice():
+    from dnalm.train import Dist, autocast_dtype, resolve_device
+
+    assert resolve_device("auto", cuda_available=False) == torch.device("cpu")
+    assert resolve_device("auto", cuda_available=True) == torch.device("cuda:0")
+    assert resolve_device("auto", Dist(rank=3, local_rank=1, world_size=4), cuda_available=True) == torch.device("cuda:1")
+    assert resolve_device("cuda:2", cuda_available=True) == torch.device("cuda:2")
+    assert resolve_device("cpu", cuda_available=True) == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        resolve_device("cuda", cuda_available=False)
+    # bf16 autocast on a GPU that has it; fp32 (+TF32) on older GPUs and on the CPU
+    assert autocast_dtype(torch.device("cuda:0"), bf16_supported=True) == torch.bfloat16
+    assert autocast_dtype(torch.device("cuda:0"), bf16_supported=False) is None
+    assert autocast_dtype(torch.device("cpu"), bf16_supported=True) is None
+    with pytest.raises(ValueError, match="bad device"):
+        TrainConfig(device="gpu")
 
 
-def test_bert_config_from_size():
-    c = bert_config({"layers": 3, "hidden": 48, "heads": 6}, 69, 100)
-    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (3, 48, 6, 192)
-    assert c.hidden_dropout_prob == c.attention_probs_dropout_prob == 0.1
-    assert (c.vocab_size, c.max_position_embeddings, c.pad_token_id) == (69, 100, seq.PAD_ID)
-    assert c._attn_implementation == "sdpa"
-    c = bert_config(
-        {"layers": 1, "hidden": 8, "heads": 2, "intermediate": 5, "dropout": 0.0, "attention_dropout": 0.2}, 9, 9
-    )
-    assert (c.intermediate_size, c.hidden_dropout_prob, c.attention_probs_dropout_prob) == (5, 0.0, 0.2)
-    with pytest.raises(ValueError, match="multiple"):
-        bert_config({"layers": 1, "hidden": 10, "heads": 3}, 9, 9)
-    with pytest.raises(ValueError, match="hiden"):
-        bert_config({"layers": 1, "hiden": 8, "heads": 2}, 9, 9)
+def test_data_parallel_launch_command_and_env(tmp_path):
+    from dnalm.train import Dist, ddp_command
 
-
-def test_grad_accum_equals_one_large_batch(random_corpus_path, tmp_path, monkeypatch):
-    """Two accumulated micro-batches of 8 make the same update as one batch of the same 16
-    sequences (MAE, dropout off, 3 masked tokens per sequence so the means agree); one
-    micro-batch alone does not."""
-    import dnalm.train as T
-
-    rng = np.random.default_rng(0)
-    ids = rng.integers(5, seq.vocab_size(3), size=(16, 12))
-    ids[:, 0], ids[:, -1] = seq.CLS_ID, seq.SEP_ID
-    mask = np.zeros(ids.shape, bool)
-    mask[:, 2:5] = True
-    served = []
-
-    def fixed_next(self):
-        n = self.cfg.batch_size
-        start = sum(served) % 16
-        served.append(n)
-        rows = slice(start, start + n)
-        return ids[rows], np.ones_like(ids[rows]), mask[rows]
-
-    monkeypatch.setattr(T.Batcher, "next", fixed_next)
-    # adam_eps >> |grad| turns the first AdamW step into plain SGD (update = lr/eps * grad),
-    # so the update measures the gradient's size, not just its sign
-    common = dict(
-        architecture="mae",
-        steps=1,
-        warmup_steps=0,
-        lr=1e4,
-        adam_eps=1e4,
-        weight_decay=0.0,
-        checkpoint_every=100,
-        size={**TINY, "dropout": 0.0},
-        decoder_size={"layers": 1, "hidden": 16, "heads": 2, "dropout": 0.0},
-    )
-    run(tiny(batch_size=8, grad_accum=2, **common), random_corpus_path, tmp_path, "acc")
-    run(tiny(batch_size=16, grad_accum=1, **common), random_corpus_path, tmp_path, "big")
-    run(tiny(batch_size=8, grad_accum=1, **common), random_corpus_path, tmp_path, "half")
-    assert served == [8, 8, 16, 8]
-    a, b, h = weights(tmp_path / "acc_model"), weights(tmp_path / "big_model"), weights(tmp_path / "half_model")
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-6), key
-    assert any(not torch.allclose(a[key], h[key], atol=1e-6) for key in a)
-
-
-def test_mlm_forward_equals_full_head_loss():
-    torch.manual_seed(0)
-    V = seq.vocab_size(3)
-    model = build_mlm(TINY, V, 64).eval()
-    ids = torch.randint(5, V, (4, 20))
-    attn = torch.ones_like(ids)
-    attn[2, 15:] = 0
-    mask = (torch.rand(ids.shape) < 0.3) & attn.bool()
-    labels = torch.where(mask, ids, -100)
-    corrupted = torch.where(mask, seq.MASK_ID, ids)
-    with torch.no_grad():
-        out = mlm_forward(model, corrupted, attn, mask, labels)
-        full = model(input_ids=corrupted, attention_mask=attn, labels=labels)
-    assert torch.allclose(out["loss"], full.loss, atol=1e-6)
-    assert torch.allclose(out["logits_masked"], full.logits[mask], atol=1e-5)
-    assert torch.equal(out["labels_masked"], ids[mask])
-
-
-def _mae_batch(seed=0, V=seq.vocab_size(3)):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, V, (3, 24), generator=g)
-    ids[:, 0] = seq.CLS_ID
-    attn = torch.ones_like(ids)
-    lengths = [24, 17, 9]
-    for row, n in enumerate(lengths):
-        ids[row, n - 1] = seq.SEP_ID
-        ids[row, n:] = seq.PAD_ID
-        attn[row, n:] = 0
-    mask = (torch.rand(ids.shape, generator=g) < 0.4) & (ids >= 5)
-    return ids, attn, mask
-
-
-def test_pack_visible_keeps_original_positions():
-    ids, attn, mask = _mae_batch()
-    packed, pos, pattn = pack_visible(ids, attn, mask)
-    for row in range(ids.shape[0]):
-        want = torch.nonzero(attn[row].bool() & ~mask[row]).flatten()
-        n = want.numel()
-        assert pattn[row].sum() == n and pattn[row, :n].all()
-        assert torch.equal(pos[row, :n], want)
-        assert torch.equal(packed[row, :n], ids[row, want])
-        assert (packed[row, n:] == seq.PAD_ID).all()
-
-
-def test_mae_encoder_sees_only_visible_tokens():
-    torch.manual_seed(0)
-    V = seq.vocab_size(3)
-    model = BertMAE(TINY, {"layers": 1, "hidden": 16, "heads": 2}, V, 64).eval()
-    ids, attn, mask = _mae_batch()
-    other = torch.where(mask, torch.randint(5, V, ids.shape), ids)  # change masked ids only
-    assert not torch.equal(other, ids)
-    with torch.no_grad():
-        h, pos, pattn = model.encode_visible(ids, attn, mask)
-        h2, _, _ = model.encode_visible(other, attn, mask)
-        out, out2 = model(ids, attn, mask), model(other, attn, mask)
-        # reference: the encoder over the full row with masked keys hidden, ORIGINAL positions
-        full = model.encoder(input_ids=ids, attention_mask=(attn.bool() & ~mask).long()).last_hidden_state
-    for row in range(ids.shape[0]):
-        n = int(pattn[row].sum())
-        assert torch.equal(h[row, :n], h2[row, :n])
-        assert torch.allclose(h[row, :n], full[row, pos[row, :n]], atol=1e-5)
-    # nothing about the masked tokens reaches the predictions; loss is over masked positions
-    assert torch.allclose(out["logits_masked"], out2["logits_masked"], atol=1e-6)
-    assert torch.equal(out["labels_masked"], ids[mask])
-    assert out["logits_masked"].shape == (int(mask.sum()), V)
-    assert torch.allclose(out["loss"], F.cross_entropy(out["logits_masked"], ids[mask]), atol=1e-6)
-    # padding does not leak across rows: each row alone gives the same predictions
-    with torch.no_grad():
-        start = 0
-        for row in range(ids.shape[0]):
-            n = int(attn[row].sum())
-            alone = model(ids[row : row + 1, :n], attn[row : row + 1, :n], mask[row : row + 1, :n])
-            m = int(mask[row].sum())
-            assert torch.allclose(alone["logits_masked"], out["logits_masked"][start : start + m], atol=1e-5)
-            start += m
-
-
-def test_mae_gradients_only_from_masked_positions():
-    """The head's bias gradient is exactly the mean of (softmax - one-hot) over the masked
-    positions: no visible or padding position contributes to the loss."""
-    torch.manual_seed(1)
-    V = seq.vocab_size(3)
-    model = BertMAE(TINY, {"layers": 1, "hidden": 16, "heads": 2}, V, 64).eval()
-    ids, attn, mask = _mae_batch(seed=3)
-    out = model(ids, attn, mask)
-    out["loss"].backward()
-    # head bias gradient = sum over predicted positions of (softmax - onehot): one row per masked token
-    probs = out["logits_masked"].detach().softmax(-1)
-    want = (probs - F.one_hot(ids[mask], V)).sum(0) / int(mask.sum())
-    assert torch.allclose(model.head.bias.grad, want, atol=1e-6)
-
-
-def test_mae_save_encoder_loads_with_automodel(tmp_path):
-    from transformers import AutoModel
-
-    torch.manual_seed(0)
-    model = BertMAE(TINY, {"layers": 1, "hidden": 16, "heads": 2}, seq.vocab_size(3), 64).eval()
-    model.save_encoder(tmp_path)
-    assert (tmp_path / "model.safetensors").exists()
-    loaded = AutoModel.from_pretrained(tmp_path).eval()
-    assert type(loaded).__name__ == "BertModel"
-    ids, attn, _ = _mae_batch()
-    with torch.no_grad():
-        assert torch.equal(
-            loaded(input_ids=ids, attention_mask=attn).last_hidden_state,
-            model.encoder(input_ids=ids, attention_mask=attn).last_hidden_state,
-        )
+    cmd = ddp_command(tmp_path / "job.json", 4, python="/py")
+    assert cmd == [
+        "/py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m", "dnalm.train",
+        str(tmp_path / "job.json"),
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=">= 2"):
+        ddp_command("job.json", 1)
+    d = Dist.from_env({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4"})
+    assert (d.rank, d.local_rank, d.world_size, d.enabled, d.main) == (3, 1, 4, True, False)
+    assert Dist.from_env({}) == Dist() and not Dist().enabled and Dist().main
 
 
 # ----------------------------------------------------------------------------------------
@@ -321,23 +178,38 @@ def test_mae_save_encoder_loads_with_automodel(tmp_path):
 # ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tokenization", ["overlapping", "non-overlapping"])
-def test_batcher_crops_tokenizes_and_masks(random_corpus_path, tokenization):
-    from dnalm.corpus import load_corpus
+def unpack(batch):
+    """The windows of a Batch: [(labels, inputs, mask)] in row-major order of the layout."""
+    out = []
+    for row in range(batch.segments.shape[0]):
+        for s in range(1, int(batch.segments[row].max()) + 1):
+            cols = batch.segments[row] == s
+            assert np.array_equal(batch.position_ids[row][cols], np.arange(cols.sum()))  # restart per window
+            assert np.ptp(np.flatnonzero(cols)) == cols.sum() - 1  # contiguous
+            out.append((batch.labels[row][cols], batch.input_ids[row][cols], batch.mask[row][cols]))
+        pad = batch.segments[row] == 0
+        assert (batch.labels[row][pad] == seq.PAD_ID).all() and not batch.mask[row][pad].any()
+    return out
 
-    corpus = load_corpus(random_corpus_path)
+
+@pytest.mark.parametrize("tokenization", ["overlapping", "non-overlapping"])
+def test_batcher_crops_tokenizes_masks_and_packs(tokenization):
+    rng = np.random.default_rng(5)
+    lengths = np.where(np.arange(100) % 2, rng.integers(4, 30, 100), rng.integers(150, 260, 100))  # short and long
+    wins = [rng.integers(0, 4, int(n)).astype(np.uint8) for n in lengths]
+    wins[3][5:9] = 4  # an N run -> [UNK] tokens
+    corpus = Corpus.from_arrays(wins)
     k = 3
-    cfg = tiny(tokenization=tokenization, k=k, max_tokens=20, batch_size=64)
-    b = Batcher(corpus, cfg, None, np.random.default_rng(0))
-    ids, attn, mask = b.next()
-    assert ids.shape[0] == 64 and ids.shape[1] <= 20
+    cfg = tiny(tokenization=tokenization, k=k, max_tokens=40, batch_size=64, packing=False)
+    batch = Batcher(corpus, cfg, None, np.random.default_rng(0)).next()
+    assert batch.input_ids.shape == (64, 40) and not batch.packed
     windows = [seq.decode(corpus[i]) for i in range(len(corpus))]
-    for row in range(64):
-        tok = ids[row][attn[row] == 1]
+    stride = 1 if tokenization == "overlapping" else k
+    unpacked = unpack(batch)
+    for tok, inputs, mask in unpacked:
         assert tok[0] == seq.CLS_ID and tok[-1] == seq.SEP_ID
         n = len(tok) - 2
         # the tokens are the tokenization of some window's substring starting in frame
-        stride = 1 if tokenization == "overlapping" else k
         kmers = [seq.id_to_kmer(t - 5, k) if t >= 5 else None for t in tok[1:-1]]
         assert any(
             all(km is None or w[s + j * stride : s + j * stride + k] == km for j, km in enumerate(kmers))
@@ -345,12 +217,25 @@ def test_batcher_crops_tokenizes_and_masks(random_corpus_path, tokenization):
             for w in windows
             for s in range(0, max(1, len(w) - k + 1), stride)
         )
-        assert not mask[row][ids[row] < 5].any()
+        assert not mask[tok < 5].any()
+        # MLM corruption: only masked positions change, never into a special token
+        assert np.array_equal(inputs[~mask], tok[~mask]) and (inputs[mask] >= 4).all()
+    assert batch.n_windows == 64 and batch.n_tokens == sum(len(t) for t, _, _ in unpacked)
+    assert batch.n_masked == sum(m.sum() for _, _, m in unpacked)
+    assert batch.n_maskable == sum((t >= 5).sum() for t, _, _ in unpacked)
     # long windows are cropped to max_tokens
-    assert (attn.sum(1) == 20).sum() > 30
+    assert sum(len(t) == 40 for t, _, _ in unpacked) > 20
     # deterministic under the generator
     again = Batcher(corpus, cfg, None, np.random.default_rng(0)).next()
-    assert all(np.array_equal(x, y) for x, y in zip((ids, attn, mask), again))
+    assert all(np.array_equal(getattr(batch, f), getattr(again, f)) for f in ("input_ids", "labels", "mask"))
+
+    # packing draws nothing: the same windows, masks and corruption, in fewer rows
+    packed = Batcher(corpus, tiny(**{**cfg.to_dict(), "packing": True}), None, np.random.default_rng(0)).next()
+    assert packed.packed and packed.input_ids.shape[0] < 64 and packed.input_ids.shape[1] <= 40
+    key = lambda w: tuple(np.concatenate(w).tolist())  # noqa: E731
+    assert sorted(map(key, unpack(packed))) == sorted(map(key, unpacked))
+    assert (packed.n_tokens, packed.n_masked, packed.n_maskable) == (batch.n_tokens, batch.n_masked, batch.n_maskable)
+    assert (packed.segments > 0).sum() == batch.n_tokens
 
 
 # ----------------------------------------------------------------------------------------
@@ -381,6 +266,81 @@ def test_loss_decreases_below_the_no_context_floor(corpus_path, tmp_path, arch, 
     assert m["loss"].iloc[-1] < limit < math.log(4)
     assert m["masked_acc"].iloc[-1] > 0.9
     assert summary["final_loss"] == pytest.approx(m["loss"].iloc[-1])
+
+
+def test_grad_accum_equals_one_large_batch(random_corpus_path, tmp_path, monkeypatch):
+    """Two accumulated micro-batches of 8 make the same update as one batch of the same 16
+    sequences (MAE, dropout off, 3 masked tokens per sequence so the means agree); one
+    micro-batch alone does not."""
+    import dnalm.train as T
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, seq.vocab_size(3), size=(16, 12))
+    ids[:, 0], ids[:, -1] = seq.CLS_ID, seq.SEP_ID
+    mask = np.zeros(ids.shape, bool)
+    mask[:, 2:5] = True
+    served = []
+
+    def fixed_next(self):
+        n = self.cfg.batch_size
+        start = sum(served) % 16
+        served.append(n)
+        rows = slice(start, start + n)
+        return T.Batch(
+            input_ids=ids[rows],
+            labels=ids[rows],
+            mask=mask[rows],
+            segments=np.ones_like(ids[rows]),
+            position_ids=np.broadcast_to(np.arange(ids.shape[1]), (n, ids.shape[1])).copy(),
+            packed=False,
+            n_windows=n,
+            n_tokens=ids[rows].size,
+            n_maskable=n * 10,
+            n_masked=n * 3,
+        )
+
+    monkeypatch.setattr(T.Batcher, "next", fixed_next)
+    # adam_eps >> |grad| turns the first AdamW step into plain SGD (update = lr/eps * grad),
+    # so the update measures the gradient's size, not just its sign
+    common = dict(
+        architecture="mae",
+        prefetch=0,  # ``served`` counts draws, none ahead
+        steps=1,
+        warmup_steps=0,
+        lr=1e4,
+        adam_eps=1e4,
+        weight_decay=0.0,
+        checkpoint_every=100,
+        size={**TINY, "dropout": 0.0},
+        decoder_size={"layers": 1, "hidden": 16, "heads": 2, "dropout": 0.0},
+    )
+    run(tiny(batch_size=8, grad_accum=2, **common), random_corpus_path, tmp_path, "acc")
+    run(tiny(batch_size=16, grad_accum=1, **common), random_corpus_path, tmp_path, "big")
+    run(tiny(batch_size=8, grad_accum=1, **common), random_corpus_path, tmp_path, "half")
+    assert served == [8, 8, 16, 8]
+    a, b, h = weights(tmp_path / "acc_model"), weights(tmp_path / "big_model"), weights(tmp_path / "half_model")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    assert any(not torch.allclose(a[key], h[key], atol=1e-6) for key in a)
+
+
+def test_prefetch_thread_changes_nothing(random_corpus_path, tmp_path):
+    """Batches prepared ahead in a thread: the same weights as drawing them inline."""
+    for prefetch in (0, 3):
+        cfg = tiny(architecture="mlm", steps=6, prefetch=prefetch, checkpoint_every=100)
+        run(cfg, random_corpus_path, tmp_path, f"p{prefetch}")
+    assert_same_weights(weights(tmp_path / "p0_model"), weights(tmp_path / "p3_model"))
+
+
+def test_batch_pipeline_error_reaches_the_loop(random_corpus_path, tmp_path, monkeypatch):
+    import dnalm.train as T
+
+    def broken(self):
+        raise RuntimeError("broken batch")
+
+    monkeypatch.setattr(T.Batcher, "next", broken)
+    with pytest.raises(RuntimeError, match="broken batch"):
+        run(tiny(steps=2), random_corpus_path, tmp_path, "broken")
 
 
 def test_same_seed_same_weights_different_seed_differs(random_corpus_path, tmp_path):
@@ -656,11 +616,11 @@ def test_saved_model_and_tokenizer_load_in_fresh_process(random_corpus_path, tmp
         # the saved tokenizer agrees token for token with the fast numpy path ([UNK] for N)
         assert results[f"{arch}_ids"] == ids.tolist()
         assert results[f"{arch}_class"] == "BertModel"
-        encoder = module.bert if arch == "mlm" else module.encoder
+        encoder = module.encoder
         with torch.no_grad():
             want = encoder(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attn)).last_hidden_state.numpy()
         np.testing.assert_allclose(np.load(tmp_path / f"{arch}_model" / "hidden.npy"), want, atol=1e-5)
     module, ids, attn = modules["mlm"]
     with torch.no_grad():
-        want = module(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attn)).logits.numpy()
+        want = module.mlm(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attn)).logits.numpy()
     np.testing.assert_allclose(np.load(tmp_path / "mlm_model" / "logits.npy"), want, atol=1e-4)

@@ -243,6 +243,111 @@ def make_mask(token_ids, strategy: str, tokenization: str, k: int, params: dict,
     return genemask_mask_nonoverlapping(token_ids, npmi, p["mask_ratio"], p["keep_fraction"], rng)
 
 
+# ----------------------------------------------------------------------------------------
+# the same masks for a whole batch at once (the training pipeline's fast path)
+# ----------------------------------------------------------------------------------------
+
+
+def _segment_of(offsets: np.ndarray, n: int) -> np.ndarray:
+    """Index of the sequence each of the n flat positions belongs to."""
+    return np.repeat(np.arange(offsets.shape[0] - 1), np.diff(offsets)) if n else np.zeros(0, np.int64)
+
+
+def _cover_segments(n: int, centres: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: int) -> np.ndarray:
+    """:func:`_cover` for many sequences at once: each span clipped to its sequence [lo, hi)."""
+    left, right = _span_offsets(width)
+    starts = np.bincount(np.maximum(centres - left, lo), minlength=n + 1)
+    ends = np.bincount(np.minimum(centres + right + 1, hi), minlength=n + 1)
+    return np.cumsum(starts[:n] - ends[:n]) > 0
+
+
+def _rank_within(seg: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Rank of each element within its segment, given ``order`` sorting by (segment, key)."""
+    rank = np.empty(order.shape[0], dtype=np.int64)
+    sorted_seg = seg[order]
+    first = np.searchsorted(sorted_seg, sorted_seg, side="left")
+    rank[order] = np.arange(order.shape[0]) - first
+    return rank
+
+
+def make_masks(flat_ids, offsets, strategy: str, tokenization: str, k: int, params: dict, npmi, u) -> np.ndarray:
+    """The masks of many sequences at once, equal to :func:`make_mask` on each.
+
+    ``flat_ids``: the sequences' token ids concatenated; ``offsets``: n + 1 boundaries
+    (sequence j is ``flat_ids[offsets[j]:offsets[j + 1]]``); ``u``: one uniform per token,
+    i.e. what each per-sequence function draws with ``rng.random(len(sequence))``, in
+    sequence order (``rng.random(len(flat_ids))`` yields exactly those, as numpy's
+    generators make one double per 64-bit output with no buffering). Vectorised over the
+    batch: no Python loop over sequences.
+    """
+    if tokenization not in TOKENIZATIONS:
+        raise ValueError(f"unknown tokenization {tokenization!r}; expected one of {TOKENIZATIONS}")
+    p = resolve_masking_params(strategy, params)
+    ids = np.asarray(flat_ids)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    u = np.asarray(u, dtype=np.float64)
+    n = ids.shape[0]
+    if u.shape != ids.shape or offsets[0] != 0 or offsets[-1] != n:
+        raise ValueError("make_masks: u must have one uniform per token and offsets must span flat_ids")
+    if strategy == "genemask":
+        if npmi is None:
+            raise ValueError("genemask masking needs an NPMI table (npmi=None given)")
+        if len(npmi) != 4**k:
+            raise ValueError(f"NPMI table has {len(npmi)} entries, expected 4**{k} = {4**k}")
+    ok = maskable(ids)
+    seg = _segment_of(offsets, n)
+    lo, hi = offsets[:-1][seg], offsets[1:][seg]  # bounds of each position's sequence
+
+    if tokenization == "overlapping":
+        centres = np.flatnonzero(ok & (u < p["center_prob"]))
+        if strategy == "random":
+            return _cover_segments(n, centres, lo[centres], hi[centres], k) & ok
+        if centres.size == 0:
+            return np.zeros(n, dtype=bool)
+        score = _content_npmi(ids, ok, npmi)
+        left, right = _span_offsets(k)
+        window = centres[:, None] + np.arange(-left, right + 1)[None, :]
+        inside = (window >= lo[centres][:, None]) & (window < hi[centres][:, None])
+        window = np.clip(window, 0, n - 1)
+        valid = inside & ok[window]
+        wscore = np.where(valid, score[window], -np.inf)
+        best = wscore.max(axis=1)
+        b = window[np.arange(centres.size), np.argmax(valid & (wscore == best[:, None]), axis=1)]
+        # per sequence: keep the top int(keep_fraction * n_centres) centres by NPMI(b) (ties ->
+        # leftmost centre) when that number exceeds min_keep, else all
+        cseg = seg[centres]
+        n_centres = np.bincount(cseg, minlength=offsets.shape[0] - 1)
+        n_top = np.floor(p["keep_fraction"] * n_centres).astype(np.int64)[cseg]
+        rank = _rank_within(cseg, np.lexsort((centres, -best, cseg)))
+        keep = (n_top <= p["min_keep"]) | (rank < n_top)
+        b = b[keep]
+        return _cover_segments(n, b, lo[b], hi[b], p["span"]) & ok
+
+    n_ok = np.bincount(seg[ok], minlength=offsets.shape[0] - 1)
+    if strategy == "random":
+        mask = ok & (u < p["mask_ratio"])
+        # a sequence with a maskable token but nothing masked: mask its smallest uniform
+        empty = (n_ok > 0) & (np.bincount(seg[mask], minlength=n_ok.shape[0]) == 0)
+        pos = np.flatnonzero(ok & empty[seg])
+        if pos.size:
+            first = _rank_within(seg[pos], np.lexsort((pos, u[pos], seg[pos]))) == 0
+            mask[pos[first]] = True
+        return mask
+    # genemask, non-overlapping: m = round(ratio * n_ok) (>= 1), the n_cand maskable tokens
+    # with the smallest uniforms are candidates, the m candidates of highest NPMI are masked
+    m = np.minimum(n_ok, np.maximum(1, np.round(p["mask_ratio"] * n_ok))).astype(np.int64)
+    n_cand = np.minimum(n_ok, np.maximum(m, np.round(m / p["keep_fraction"]))).astype(np.int64)
+    pos = np.flatnonzero(ok)
+    pseg = seg[pos]
+    cand = pos[_rank_within(pseg, np.lexsort((pos, u[pos], pseg))) < n_cand[pseg]]
+    cseg = seg[cand]
+    score = _content_npmi(ids, ok, npmi)[cand]
+    chosen = cand[_rank_within(cseg, np.lexsort((cand, -score, cseg))) < m[cseg]]
+    mask = np.zeros(n, dtype=bool)
+    mask[chosen] = True
+    return mask
+
+
 def apply_mlm_corruption(
     input_ids, mask, vocab_size: int, rng, mask_prob: float = 0.8, random_prob: float = 0.1
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,20 @@
 """Model architectures (DESIGN.md "Architectures"): BERT MLM and a BERT masked autoencoder.
 
-Both are plain ``transformers`` BERT modules (SDPA attention), so the saved encoder loads
-with ``AutoModel.from_pretrained(path)`` and no custom code.
+Both are built from plain ``transformers`` BERT modules (SDPA attention), so the saved
+encoder loads with ``AutoModel.from_pretrained(path)`` and no custom code.
 
-Both objectives return the same dict from their forward pass:
+Both training modules, :class:`BertMLM` and :class:`BertMAE`, take the same batch (the
+tensors of ``dnalm.train.Batch``) and return the same dict from their forward pass:
 ``{"loss", "logits_masked", "labels_masked"}``: the cross-entropy over masked positions,
 the vocabulary logits at those positions only (row-major order over the batch), and the
-original token ids there.
+original token ids there. ``save_pretrained(directory)`` writes what a user loads: the
+``BertForMaskedLM`` (MLM) or the encoder ``BertModel`` alone (MAE).
+
+Packed rows. A batch row may hold several training windows back to back (``segments``:
+1, 2, ... per window, 0 for padding), each with its own position ids (``position_ids``
+restart at 0 for every window). Attention is then restricted to the window
+(:func:`segment_attention`), so a packed batch computes exactly what the same windows
+would give one per row, without the padding.
 """
 
 from __future__ import annotations
@@ -28,9 +36,9 @@ def bert_config(size: dict, vocab_size: int, max_position: int) -> BertConfig:
     4 * hidden), dropout (default 0.1, BERT's, on hidden states), attention_dropout (on
     attention probabilities; default = dropout).
 
-    On CPU, dropout is costly: attention dropout > 0 forces SDPA off its fused kernel
-    onto the math path (the B x heads x L x L probabilities are materialised and a Bernoulli
-    mask drawn), which roughly halves training throughput for small models.
+    On CPU, dropout is costly: drawing the Bernoulli masks takes ~15 % of a training step of
+    a small BERT, and attention dropout > 0 forces SDPA off its fused kernel onto the math
+    path (the B x heads x L x L probabilities are materialised).
     """
     unknown = sorted(set(size) - SIZE_KEYS)
     if unknown:
@@ -63,6 +71,20 @@ def build_mlm(size: dict, vocab_size: int, max_position: int) -> BertForMaskedLM
     return BertForMaskedLM(bert_config(size, vocab_size, max_position))
 
 
+def segment_attention(segments: torch.Tensor, packed: bool) -> torch.Tensor:
+    """The ``attention_mask`` argument of ``BertModel`` for rows of windows.
+
+    ``segments`` (B, L): 1, 2, ... for the tokens of each window of a row, 0 for padding.
+    Not ``packed`` (at most one window per row): the usual 2-D mask (B, L), 1 on real
+    tokens. ``packed``: a 4-D boolean mask (B, 1, L, L), True where query and key belong to
+    the same window; padding attends to padding only (so that no query row is empty, which
+    would give NaN), and no real token attends to padding or to another window.
+    """
+    if not packed:
+        return (segments > 0).long()
+    return (segments[:, :, None] == segments[:, None, :])[:, None]
+
+
 def _masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy in fp32; 0 (with a graph) when nothing is masked."""
     if labels.numel() == 0:
@@ -70,40 +92,63 @@ def _masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return F.cross_entropy(logits.float(), labels)
 
 
-def mlm_forward(model: BertForMaskedLM, input_ids, attention_mask, mask, labels) -> dict:
-    """MLM loss with the LM head evaluated at the masked positions only.
+class BertMLM(nn.Module):
+    """BERT masked language model (DNABERT/GeneMask) as a training module.
 
-    ``input_ids`` are the corrupted ids (80/10/10), ``mask`` the positions to predict and
-    ``labels`` the original ids (-100 elsewhere). Equal to ``BertForMaskedLM(...,
-    labels=labels).loss`` but skips the (vocab x hidden) projection at ~85 % of positions.
+    ``self.mlm`` is a plain ``BertForMaskedLM``; the forward pass evaluates its LM head at
+    the masked positions only: equal to ``BertForMaskedLM(..., labels=labels).loss`` but
+    without the (vocab x hidden) projection at the ~85 % of positions that carry no loss
+    (for a 4-layer, 256-wide BERT over 4,101 tokens that projection is a quarter of the
+    model's FLOPs).
     """
-    hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    logits = model.cls(hidden[mask])
-    labels_masked = labels[mask]
-    return {
-        "loss": _masked_cross_entropy(logits, labels_masked),
-        "logits_masked": logits,
-        "labels_masked": labels_masked,
-    }
+
+    def __init__(self, size: dict, vocab_size: int, max_position: int):
+        super().__init__()
+        self.mlm = build_mlm(size, vocab_size, max_position)
+
+    @property
+    def encoder(self) -> BertModel:
+        return self.mlm.bert
+
+    def forward(self, input_ids, labels, mask, segments, position_ids, packed: bool = False) -> dict:
+        """``input_ids``: (B, L) corrupted ids (80/10/10); ``labels``: original ids; ``mask``:
+        bool, the positions to predict; ``segments``/``position_ids``: see the module doc."""
+        hidden = self.mlm.bert(
+            input_ids=input_ids, attention_mask=segment_attention(segments, packed), position_ids=position_ids
+        ).last_hidden_state
+        logits = self.mlm.cls(hidden[mask])
+        labels_masked = labels[mask]
+        return {
+            "loss": _masked_cross_entropy(logits, labels_masked),
+            "logits_masked": logits,
+            "labels_masked": labels_masked,
+        }
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """``save_pretrained`` (safetensors) of the ``BertForMaskedLM`` (encoder + LM head)."""
+        self.mlm.save_pretrained(str(directory))
 
 
-def pack_visible(input_ids, attention_mask, mask):
-    """Gather each row's visible tokens (real and not masked), left-packed.
+def pack_visible(input_ids, segments, position_ids, mask):
+    """Gather each row's visible tokens (real and not masked), left-packed, in order.
 
-    Returns ``(ids, position_ids, attention)``: (B, Lv) tensors where Lv is the largest
-    number of visible tokens in a row; ``position_ids`` are the tokens' ORIGINAL positions
-    (in order) and ``attention`` marks real entries (the rest is [PAD]). The position ids of
-    the padding entries are distinct non-visible positions of the row, so scattering by
-    them never collides with a visible token.
+    Returns ``(ids, columns, position_ids, segments)``, (B, Lv) tensors where Lv is the
+    largest number of visible tokens in a row: ``columns`` are the tokens' columns in the
+    input row, ``position_ids`` and ``segments`` their ORIGINAL position ids and windows
+    (so positions mean the same as at inference). Entries past a row's visible tokens are
+    [PAD] with segment 0; their columns are the row's remaining (masked or padding) columns,
+    all distinct, so scattering back by ``columns`` never collides with a visible token.
     """
-    visible = attention_mask.bool() & ~mask.bool()
-    order = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)
+    visible = (segments > 0) & ~mask.bool()
+    columns = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)
     n_visible = visible.sum(dim=1)
     width = max(int(n_visible.max()), 1) if visible.shape[0] else 1
-    positions = order[:, :width]
-    attention = torch.arange(width, device=input_ids.device)[None, :] < n_visible[:, None]
-    ids = torch.where(attention, torch.gather(input_ids, 1, positions), PAD_ID)
-    return ids, positions, attention.long()
+    columns = columns[:, :width]
+    real = torch.arange(width, device=input_ids.device)[None, :] < n_visible[:, None]
+    ids = torch.where(real, torch.gather(input_ids, 1, columns), PAD_ID)
+    positions = torch.where(real, torch.gather(position_ids, 1, columns), 0)
+    segs = torch.where(real, torch.gather(segments, 1, columns), 0)
+    return ids, columns, positions, segs
 
 
 class BertMAE(nn.Module):
@@ -115,11 +160,11 @@ class BertMAE(nn.Module):
     * decoder input: projected encoder outputs scattered back to their positions, the
       learned ``mask_embedding`` at masked (and padding) positions, plus the decoder's own
       position embeddings; the decoder is a small ``BertModel`` fed ``inputs_embeds`` (its
-      word-embedding table has a single unused row; its embedding block adds the position
-      embeddings and a LayerNorm);
+      word-embedding table has a single row, unused and frozen; its embedding block adds
+      the position embeddings and a LayerNorm);
     * head: Linear(decoder hidden -> vocab); loss: cross-entropy on masked positions only.
 
-    Only the encoder is kept after pretraining (:meth:`save_encoder`).
+    Only the encoder is kept after pretraining (:meth:`save_pretrained`).
     """
 
     def __init__(self, size: dict, decoder_size: dict, vocab_size: int, max_position: int):
@@ -130,6 +175,7 @@ class BertMAE(nn.Module):
         self.enc_to_dec = nn.Linear(self.encoder.config.hidden_size, dec_config.hidden_size)
         self.mask_embedding = nn.Parameter(torch.zeros(dec_config.hidden_size))
         self.decoder = BertModel(dec_config, add_pooling_layer=False)
+        self.decoder.embeddings.word_embeddings.weight.requires_grad_(False)  # inputs_embeds only
         self.head = nn.Linear(dec_config.hidden_size, vocab_size)
         std = self.encoder.config.initializer_range
         for layer in (self.enc_to_dec, self.head):
@@ -137,32 +183,49 @@ class BertMAE(nn.Module):
             nn.init.zeros_(layer.bias)
         nn.init.normal_(self.mask_embedding, std=std)
 
-    def encode_visible(self, input_ids, attention_mask, mask):
-        """Encoder outputs of the visible tokens: ``(hidden (B, Lv, H), position_ids, attention)``."""
-        ids, positions, attention = pack_visible(input_ids, attention_mask, mask)
-        hidden = self.encoder(input_ids=ids, attention_mask=attention, position_ids=positions).last_hidden_state
-        return hidden, positions, attention
+    def encode_visible(self, input_ids, segments, position_ids, mask, packed: bool = False):
+        """Encoder outputs of the visible tokens: ``(hidden (B, Lv, H), columns, segments)``."""
+        ids, columns, positions, segs = pack_visible(input_ids, segments, position_ids, mask)
+        hidden = self.encoder(
+            input_ids=ids, attention_mask=segment_attention(segs, packed), position_ids=positions
+        ).last_hidden_state
+        return hidden, columns, segs
 
-    def forward(self, input_ids, attention_mask, mask) -> dict:
-        """``input_ids``/``attention_mask``: (B, L) uncorrupted ids and real-token mask;
-        ``mask``: (B, L) bool, the positions to hide and predict."""
-        mask = mask.bool() & attention_mask.bool()
-        hidden, positions, _ = self.encode_visible(input_ids, attention_mask, mask)
+    def forward(self, input_ids, labels, mask, segments, position_ids, packed: bool = False) -> dict:
+        """``input_ids`` and ``labels``: (B, L) uncorrupted ids (the encoder reads the first at
+        visible positions, the loss the second at masked ones); ``mask``: bool, the positions
+        to hide and predict; ``segments``/``position_ids``: see the module doc."""
+        mask = mask.bool() & (segments > 0)
+        hidden, columns, _ = self.encode_visible(input_ids, segments, position_ids, mask, packed)
         projected = self.enc_to_dec(hidden)  # (B, Lv, D)
         batch, length = input_ids.shape
         dim = projected.shape[-1]
-        # scatter back: entry j of a row goes to its original position positions[j] (distinct,
-        # so no collisions); padding entries land on masked/pad positions and are replaced by
-        # the mask embedding below.
+        # scatter back: entry j of a row goes to its column columns[j] (distinct, so no
+        # collisions); padding entries land on masked/pad columns, replaced just below
         full = projected.new_zeros(batch, length, dim)
-        full = full.scatter(1, positions[..., None].expand(-1, -1, dim), projected)
-        visible = attention_mask.bool() & ~mask
+        full = full.scatter(1, columns[..., None].expand(-1, -1, dim), projected)
+        visible = (segments > 0) & ~mask
         dec_in = torch.where(visible[..., None], full, self.mask_embedding.to(full.dtype))
-        decoded = self.decoder(inputs_embeds=dec_in, attention_mask=attention_mask).last_hidden_state
+        decoded = self.decoder(
+            inputs_embeds=dec_in, attention_mask=segment_attention(segments, packed), position_ids=position_ids
+        ).last_hidden_state
         logits = self.head(decoded[mask])
-        labels = input_ids[mask]
-        return {"loss": _masked_cross_entropy(logits, labels), "logits_masked": logits, "labels_masked": labels}
+        labels_masked = labels[mask]
+        return {
+            "loss": _masked_cross_entropy(logits, labels_masked),
+            "logits_masked": logits,
+            "labels_masked": labels_masked,
+        }
 
-    def save_encoder(self, directory: str | os.PathLike) -> None:
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
         """``save_pretrained`` (safetensors) of the encoder ``BertModel`` alone."""
         self.encoder.save_pretrained(str(directory))
+
+
+def build_model(architecture: str, size: dict, decoder_size: dict, vocab_size: int, max_position: int) -> nn.Module:
+    """The training module of an architecture: :class:`BertMLM` or :class:`BertMAE`."""
+    if architecture == "mlm":
+        return BertMLM(size, vocab_size, max_position)
+    if architecture == "mae":
+        return BertMAE(size, decoder_size, vocab_size, max_position)
+    raise ValueError(f"unknown architecture {architecture!r}; expected 'mlm' or 'mae'")

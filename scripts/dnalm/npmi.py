@@ -22,6 +22,8 @@ Conventions for degenerate rows (only reachable on tiny corpora or with ``min_co
 
 Table columns (TSV on disk): kmer, n, count, log_p, pmi, npmi, rank — rank 1 is the
 highest NPMI within its length, ties broken by the k-mer string; rows sorted by n, rank.
+:func:`write_npmi_tsv` computes and writes it length by length in chunks of ``_CHUNK``
+n-grams, so a k_max = 12 table (up to 22 M rows) needs about 1 GB whatever the genome.
 """
 
 from __future__ import annotations
@@ -68,40 +70,83 @@ def best_segmentation_log_p(codes: np.ndarray, n: int, log_p: list[np.ndarray]) 
     return out
 
 
-def npmi_table(counts: KmerCounts, min_count: int = 1, n_min: int = 2) -> pd.DataFrame:
-    """One row per n-gram with n in n_min..k_max and count >= min_count (see module docstring)."""
+_CHUNK = 1 << 20  # n-grams per vectorised step: bounds memory at k_max = 12 (16.7 M 12-mers)
+
+
+def _length_table(counts: KmerCounts, log_p: list[np.ndarray], n: int, min_count: int) -> dict[str, np.ndarray]:
+    """Columns (codes, count, log_p, pmi, npmi, rank) of the kept n-grams of length n,
+    sorted by rank. Work and memory scale with 4**n, never with the genome size."""
+    cnt = counts.counts[n - 1]
+    codes = np.flatnonzero(cnt >= min_count).astype(np.int64)
+    lp = log_p[n - 1][codes]
+    seg = np.empty(len(codes))
+    for start in range(0, len(codes), _CHUNK):
+        seg[start : start + _CHUNK] = best_segmentation_log_p(codes[start : start + _CHUNK], n, log_p)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pmi = np.where(np.isneginf(lp), -np.inf, lp - seg)
+        npmi = np.where(lp < 0, pmi / -lp, np.where(pmi > 0, 1.0, 0.0))
+    npmi[np.isneginf(lp)] = -1.0
+    order = np.lexsort((codes, -npmi))  # NPMI descending, then code == string ascending
+    return {
+        "codes": codes[order],
+        "count": cnt[codes[order]].astype(np.int64),
+        "log_p": lp[order],
+        "pmi": pmi[order],
+        "npmi": npmi[order],
+        "rank": np.arange(1, len(codes) + 1, dtype=np.int64),
+    }
+
+
+def _frame(cols: dict[str, np.ndarray], n: int, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+    sl = slice(start, stop)
+    codes = cols["codes"][sl]
+    return pd.DataFrame(
+        {
+            "kmer": codes_to_strings(codes, n),
+            "n": np.full(len(codes), n, dtype=np.int64),
+            "count": cols["count"][sl],
+            "log_p": cols["log_p"][sl],
+            "pmi": cols["pmi"][sl],
+            "npmi": cols["npmi"][sl],
+            "rank": cols["rank"][sl],
+        }
+    )[COLUMNS]
+
+
+def _check_n_min(n_min: int) -> None:
     if n_min < 2:
         raise ValueError(f"n_min must be >= 2 (PMI needs at least two parts), got {n_min}")
+
+
+def npmi_table(counts: KmerCounts, min_count: int = 1, n_min: int = 2) -> pd.DataFrame:
+    """One row per n-gram with n in n_min..k_max and count >= min_count (see module docstring)."""
+    _check_n_min(n_min)
     log_p = _log_p_tables(counts)
-    frames = []
-    for n in range(n_min, counts.k_max + 1):
-        cnt = counts.counts[n - 1]
-        codes = np.flatnonzero(cnt >= min_count).astype(np.int64)
-        lp = log_p[n - 1][codes]
-        seg = best_segmentation_log_p(codes, n, log_p)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pmi = np.where(np.isneginf(lp), -np.inf, lp - seg)
-            npmi = np.where(lp < 0, pmi / -lp, np.where(pmi > 0, 1.0, 0.0))
-        npmi[np.isneginf(lp)] = -1.0
-        order = np.lexsort((codes, -npmi))  # NPMI descending, then code == string ascending
-        rank = np.empty(len(codes), dtype=np.int64)
-        rank[order] = np.arange(1, len(codes) + 1)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "kmer": codes_to_strings(codes[order], n),
-                    "n": np.full(len(codes), n, dtype=np.int64),
-                    "count": cnt[codes][order].astype(np.int64),
-                    "log_p": lp[order],
-                    "pmi": pmi[order],
-                    "npmi": npmi[order],
-                    "rank": rank[order],
-                }
-            )
-        )
+    frames = [_frame(_length_table(counts, log_p, n, min_count), n) for n in range(n_min, counts.k_max + 1)]
     if not frames:
         return _empty_table()
     return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+def write_npmi_tsv(counts: KmerCounts, path: str | os.PathLike, min_count: int = 1, n_min: int = 2) -> int:
+    """Compute the table length by length and write it as TSV in chunks, atomically.
+
+    Same content as ``write_npmi_table(npmi_table(...))`` but the peak memory is one
+    length's numeric columns plus one chunk of strings (about 1 GB at k_max = 12 with
+    every 12-mer kept). Returns the number of rows.
+    """
+    _check_n_min(n_min)
+    log_p = _log_p_tables(counts)
+    rows = 0
+    with io.atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            fh.write("\t".join(COLUMNS) + "\n")
+            for n in range(n_min, counts.k_max + 1):
+                cols = _length_table(counts, log_p, n, min_count)
+                for start in range(0, len(cols["codes"]), _CHUNK):
+                    _frame(cols, n, start, start + _CHUNK).to_csv(fh, sep="\t", index=False, header=False)
+                rows += len(cols["codes"])
+    return rows
 
 
 def _empty_table() -> pd.DataFrame:
@@ -123,24 +168,48 @@ def write_npmi_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     io.write_tsv(df[COLUMNS], path)
 
 
-def read_npmi_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a table written by :func:`write_npmi_table`; InputError if columns are missing."""
-    try:
-        df = pd.read_csv(
-            path,
-            sep="\t",
-            dtype={"kmer": str, "n": np.int64, "count": np.int64, "rank": np.int64},
-            keep_default_na=False,
-            na_values={"log_p": ["nan"], "pmi": ["nan"], "npmi": ["nan"]},
-        )
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise io.InputError(path, f"cannot read NPMI table: {exc}") from exc
+_READ_OPTIONS = dict(
+    sep="\t",
+    dtype={"kmer": str, "n": np.int64, "count": np.int64, "rank": np.int64},
+    keep_default_na=False,
+    na_values={"log_p": ["nan"], "pmi": ["nan"], "npmi": ["nan"]},
+)
+
+
+def _checked(df: pd.DataFrame, path) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise io.InputError(path, f"NPMI table lacks column(s) {', '.join(missing)}")
     for c in ("log_p", "pmi", "npmi"):
         df[c] = df[c].astype(np.float64)
     return df[COLUMNS]
+
+
+def read_npmi_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a table written by :func:`write_npmi_table`; InputError if columns are missing."""
+    try:
+        df = pd.read_csv(path, **_READ_OPTIONS)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise io.InputError(path, f"cannot read NPMI table: {exc}") from exc
+    return _checked(df, path)
+
+
+def read_top_rows(path: str | os.PathLike, n: int, top: int) -> pd.DataFrame:
+    """The rows of length n with rank <= top, read in chunks (a k_max = 12 table of a real
+    genome has ~22 M rows; only these few are kept in memory)."""
+    parts = []
+    try:
+        with pd.read_csv(path, chunksize=_CHUNK, **_READ_OPTIONS) as reader:
+            for chunk in reader:
+                chunk = _checked(chunk, path)
+                parts.append(chunk[(chunk["n"] == n) & (chunk["rank"] <= top)])
+    except (ValueError, pd.errors.ParserError) as exc:
+        if isinstance(exc, io.InputError):
+            raise
+        raise io.InputError(path, f"cannot read NPMI table: {exc}") from exc
+    if not parts:
+        return _empty_table()
+    return pd.concat(parts, ignore_index=True).sort_values("rank", kind="stable").reset_index(drop=True)
 
 
 def npmi_lookup(table: pd.DataFrame, k: int) -> np.ndarray:

@@ -107,6 +107,10 @@ def model_label(model: str) -> str:
     return f"{model} (k-mer spectrum baseline)" if model == BASELINE else model
 
 
+def model_tick(model: str) -> str:
+    return f"{model}\n(baseline)" if model == BASELINE else model
+
+
 def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
@@ -145,7 +149,9 @@ def _legend_right(fig: Figure, handles, labels, title: str | None = None) -> Non
 
 def plot_fewshot(summary: pd.DataFrame, path: str | os.PathLike, metric: str = "accuracy") -> Figure:
     """Few-shot learning curves: one panel per task (``dataset``), x = shots per class
-    (log scale), y = mean ``metric`` with ±1 s.d. error bars over repeats, one line per model.
+    (log scale), y = mean ``metric`` with ±1 s.d. error bars over repeats, one line per model
+    (and learner: fine-tuned rows, ``level="finetune"``, are their own line). Lines are
+    shifted a few percent sideways around each K so that their error bars do not overlap.
     """
     import matplotlib
 
@@ -154,6 +160,11 @@ def plot_fewshot(summary: pd.DataFrame, path: str | os.PathLike, metric: str = "
     df = df[df["shots"].notna()]
     if df.empty:
         raise ValueError(f"plot_fewshot: no few-shot rows for metric {metric!r}")
+    df = df.copy()
+    learner = df["level"].astype(str) if "level" in df.columns else pd.Series("", index=df.index)
+    tuned = learner == "finetune"
+    df["series"] = np.where(tuned, df["model"].astype(str) + " (fine-tuned)", df["model"].astype(str))
+    series_model = dict(zip(df["series"], df["model"]))
     datasets = sorted(df["dataset"].astype(str).unique())
     styles = model_style(df["model"])
     ncols = 2 if len(datasets) == 4 else min(len(datasets), 3)
@@ -167,11 +178,13 @@ def plot_fewshot(summary: pd.DataFrame, path: str | os.PathLike, metric: str = "
         handles = {}
         for ax, ds in zip(axes.flat, datasets):
             sub = df[df["dataset"].astype(str) == ds]
-            for model in model_order(sub["model"]):
-                m = sub[sub["model"] == model].sort_values("shots")
-                st = styles[model]
+            present = _series_order(sub["series"], series_model)
+            for i, series in enumerate(present):
+                m = sub[sub["series"] == series].sort_values("shots")
+                st = styles[series_model[series]]
+                dodge = 1.04 ** (i - (len(present) - 1) / 2)  # side by side: error bars stay readable
                 h = ax.errorbar(
-                    m["shots"],
+                    m["shots"] * dodge,
                     m["mean"],
                     yerr=m["std"].fillna(0.0),
                     color=st["color"],
@@ -182,7 +195,7 @@ def plot_fewshot(summary: pd.DataFrame, path: str | os.PathLike, metric: str = "
                     capsize=3,
                     elinewidth=1,
                 )
-                handles.setdefault(model, h)
+                handles.setdefault(series, h)
             shots = np.sort(sub["shots"].unique())
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(FixedLocator(shots))
@@ -196,19 +209,28 @@ def plot_fewshot(summary: pd.DataFrame, path: str | os.PathLike, metric: str = "
             ax.set_ylabel(ylabel)
         for ax in axes.flat[len(datasets) :]:
             ax.set_visible(False)
-        order = model_order(handles)
+        order = _series_order(handles, series_model)
         fig.legend(
             [handles[m] for m in order],
             [model_label(m) for m in order],
             title="model",
             loc="outside lower center",
-            ncols=min(len(order), 3),
+            ncols=min(len(order), 5 if len(datasets) > 1 else 3),
             frameon=False,
         )
         reps = f", mean ± s.d. over {int(n_rep)} repeats" if n_rep and n_rep > 1 else ""
-        fig.suptitle(f"Few-shot {METRIC_NAMES.get(metric, metric)}: linear probe on frozen embeddings{reps}")
+        how = "fine-tuned encoders" if tuned.all() else "linear probe on frozen embeddings"
+        if tuned.any() and not tuned.all():
+            how = "fine-tuned encoders and linear probes"
+        fig.suptitle(f"Few-shot {METRIC_NAMES.get(metric, metric)}: {how}{reps}")
     save_figure(fig, path)
     return fig
+
+
+def _series_order(series, series_model: Mapping[str, str]) -> list[str]:
+    """Series names in model order (baseline last), a model's probe before its fine-tuning."""
+    rank = {m: i for i, m in enumerate(model_order(series_model[s] for s in set(series)))}
+    return sorted(set(series), key=lambda s: (rank[series_model[s]], s))
 
 
 # --------------------------------------------------------------------------- taxonomy
@@ -282,7 +304,7 @@ def plot_taxonomy(summary: pd.DataFrame, path: str | os.PathLike, chance=None) -
                 )
                 chance_drawn = True
             long = max(map(len, models)) > 8
-            ticks = [f"{m}\n(baseline)" if m == BASELINE else m for m in models]
+            ticks = [model_tick(m) for m in models]
             ax.set_xticks(x, ticks, rotation=20 if long else 0, ha="right" if long else "center")
             for label, m in zip(ax.get_xticklabels(), models):
                 if m == BASELINE:
@@ -388,7 +410,9 @@ def _motif_text(value) -> str:
     if isinstance(value, float) and math.isnan(value):
         return ""
     text = str(value).strip()
-    return "" if text.lower() in ("", "nan", "none", "-", ".") else text
+    if text.lower() in ("", "nan", "none", "-", "."):
+        return ""
+    return ", ".join(part.strip() for part in text.split(",") if part.strip())
 
 
 def plot_top_kmers(annotated: pd.DataFrame, path: str | os.PathLike, top_n: int = 20) -> Figure:
@@ -437,5 +461,142 @@ def plot_top_kmers(annotated: pd.DataFrame, path: str | os.PathLike, top_n: int 
             ncols=2,
             frameon=False,
         )
+    save_figure(fig, path)
+    return fig
+
+
+# --------------------------------------------------------------------------- bias
+
+
+def plot_bias(per_class: pd.DataFrame, path: str | os.PathLike) -> Figure:
+    """Class-imbalance bias: per-class accuracy against the class's training count.
+
+    ``per_class`` has columns ``model, protocol, level, class, train_count, support,
+    accuracy`` (rule ``taxonomy``: closed-world species and open-world genus). One row of
+    panels per (protocol, level), one column per model; x = training count (log scale),
+    y = per-class accuracy, marker area proportional to the test support; each panel gives
+    Spearman's rho (:func:`dnalm.evaluate.bias`), or "n/a" when accuracy is constant.
+    """
+    import matplotlib
+    from scipy.stats import spearmanr
+
+    _require(per_class, ["model", "protocol", "level", "class", "train_count", "support", "accuracy"], "plot_bias")
+    if per_class.empty:
+        raise ValueError("plot_bias: empty per-class table")
+    df = per_class.copy()
+    df["panel"] = df["protocol"].astype(str) + "|" + df["level"].astype(str)
+    panels = list(dict.fromkeys(df.sort_values(["protocol", "level"])["panel"]))
+    models = model_order(df["model"])
+    styles = model_style(models)
+    rows_text = {
+        "closed_world|species": ("closed-world species\n(linear probe)", "training examples (log scale)"),
+        "open_world|genus": ("open-world genus\n(1-NN)", "reference barcodes (log scale)"),
+    }
+
+    with matplotlib.rc_context(STYLE):
+        fig = _new_figure(max(2.8 * len(models) + 0.8, 6.0), 2.9 * len(panels) + 0.8)
+        axes = fig.subplots(len(panels), len(models), squeeze=False, sharey=True)
+        for i, panel in enumerate(panels):
+            what, xlabel = rows_text.get(panel, (panel.replace("|", " "), "training count (log scale)"))
+            for j, model in enumerate(models):
+                ax = axes[i, j]
+                d = df[(df["panel"] == panel) & (df["model"] == model)]
+                if d.empty:
+                    ax.set_visible(False)
+                    continue
+                x = d["train_count"].to_numpy(dtype=float).clip(min=0.8)  # a class absent from training sits at 0.8
+                size = 12 + 60 * d["support"].to_numpy(dtype=float) / max(float(df["support"].max()), 1.0)
+                ax.scatter(x, d["accuracy"], s=size, color=styles[model]["color"], alpha=0.6, edgecolor="white",
+                           linewidth=0.5, marker=styles[model]["marker"])
+                _log_ticks(ax, x)
+                acc, cnt = d["accuracy"].to_numpy(float), d["train_count"].to_numpy(float)
+                if len(d) >= 3 and np.ptp(acc) > 0 and np.ptp(cnt) > 0:
+                    rho = f"Spearman ρ = {spearmanr(cnt, acc).statistic:+.2f}"
+                else:
+                    rho = "ρ undefined (constant)"
+                ax.set_ylim(-0.05, 1.05)
+                ax.set_title(f"{model_label(model)}\n{rho}, {len(d)} classes", fontsize=10)
+                ax.set_xlabel(xlabel, fontsize=9)
+                if j == 0:
+                    ax.set_ylabel(f"{what}\nper-class accuracy")
+        fig.suptitle("Class-imbalance bias: are frequent classes classified better?")
+    save_figure(fig, path)
+    return fig
+
+
+def _log_ticks(ax, values) -> None:
+    """Log x axis with plain-number ticks at 1-2-3-5 steps inside the data range."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    ax.set_xscale("log")
+    candidates = [m * 10**e for e in range(-1, 9) for m in (1, 2, 3, 5)]
+    ticks = [t for t in candidates if lo / 1.5 <= t <= hi * 1.5] or [lo]
+    if len(ticks) > 5:
+        ticks = ticks[:: math.ceil(len(ticks) / 5)]
+    ax.set_xlim(lo / 1.4, hi * 1.4)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+# --------------------------------------------------------------------------- embedding map
+
+OTHER = "other"
+
+
+def taxon_colors(labels, top: int = 7) -> tuple[list[str], dict[str, str]]:
+    """The ``top`` most frequent taxa (ties by name) get Okabe–Ito colours, the rest grey.
+
+    Returns ``(display label per row, colour per display label)``; at most ``top`` + 1
+    colours, so the palette stays colour-blind-safe.
+    """
+    values = pd.Series(np.asarray(labels, dtype=object)).astype(str)
+    counts = values.value_counts()
+    ordered = sorted(counts.index, key=lambda t: (-counts[t], t))[:top]
+    shown = [v if v in ordered else OTHER for v in values]
+    colors = {t: MODEL_COLORS[i] for i, t in enumerate(ordered)}
+    if OTHER in shown:
+        colors[OTHER] = MUTED_COLOR
+    return shown, colors
+
+
+def plot_embedding_map(
+    coords: Mapping[str, np.ndarray], labels, path: str | os.PathLike, rank: str = "order", method: str = "t-SNE"
+) -> Figure:
+    """2-D maps of the same sequences embedded by each model, coloured by taxon.
+
+    ``coords``: model -> ``(n, 2)`` coordinates (rows aligned with ``labels``, the taxon of
+    each sequence at ``rank``). One panel per model; colours from :func:`taxon_colors`.
+    """
+    import matplotlib
+
+    if not coords:
+        raise ValueError("plot_embedding_map: no coordinates given")
+    shown, colors = taxon_colors(labels)
+    shown = np.asarray(shown, dtype=object)
+    for model, xy in coords.items():
+        if np.shape(xy) != (len(shown), 2):
+            raise ValueError(f"plot_embedding_map: {model}: coordinates of shape {np.shape(xy)}, expected ({len(shown)}, 2)")
+    models = model_order(coords)
+    ncols = min(len(models), 3)
+    nrows = math.ceil(len(models) / ncols)
+    with matplotlib.rc_context(STYLE):
+        fig = _new_figure(3.6 * ncols + 2.4, 3.5 * nrows + 0.6)
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        for ax, model in zip(axes.flat, models):
+            xy = np.asarray(coords[model], dtype=float)
+            for taxon in [t for t in colors if t == OTHER] + [t for t in colors if t != OTHER]:  # grey underneath
+                sel = shown == taxon
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=9, color=colors[taxon], alpha=0.75, linewidth=0)
+            ax.set_title(model_label(model), fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            ax.set_xlabel(f"{method} 1")
+            ax.set_ylabel(f"{method} 2")
+        for ax in axes.flat[len(models) :]:
+            ax.set_visible(False)
+        handles = [Line2D([], [], linestyle="", marker="o", markersize=7, color=c, label=t) for t, c in colors.items()]
+        fig.legend(handles=handles, loc="outside right center", title=rank, frameon=False)
+        fig.suptitle(f"{method} map of barcode embeddings, coloured by {rank} ({len(shown)} barcodes)")
     save_figure(fig, path)
     return fig

@@ -113,6 +113,38 @@ def tokenize_codes(codes: np.ndarray, k: int, tokenization: str, add_special: bo
     return tok
 
 
+def tokenize_windows(bases: np.ndarray, starts, lengths, k: int, tokenization: str) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of many windows of a base-code array at once (the training batches' path).
+
+    Window j is ``bases[starts[j] : starts[j] + lengths[j]]``; its tokens are exactly
+    ``tokenize_codes(window, k, tokenization)`` ([CLS] k-mers [SEP]). Returns the windows'
+    tokens concatenated and the n + 1 offsets of each window's tokens in that array.
+    ``bases`` may be a memory map: only the windows are read.
+    """
+    if tokenization not in TOKENIZATIONS:
+        raise ValueError(f"unknown tokenization {tokenization!r}; expected one of {TOKENIZATIONS}")
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    stride = 1 if tokenization == "overlapping" else k
+    # the windows' bases back to back, then k-mer codes of every start (ignoring boundaries)
+    base_off = np.concatenate([[0], np.cumsum(lengths)])
+    total = int(base_off[-1])
+    codes = np.asarray(bases[np.repeat(starts - base_off[:-1], lengths) + np.arange(total)], dtype=np.uint8)
+    ids, valid = kmer_codes(codes, k, 1)
+    # k-mer j of window w starts at base base_off[w] + j * stride, j < n_kmers[w]
+    n_kmers = np.where(lengths >= k, (lengths - k) // stride + 1, 0)
+    tok_off = np.concatenate([[0], np.cumsum(n_kmers + 2)])
+    n_tok = int(tok_off[-1])
+    window = np.repeat(np.arange(lengths.shape[0]), n_kmers)
+    j = np.arange(window.shape[0]) - np.repeat(np.cumsum(n_kmers) - n_kmers, n_kmers)
+    at = base_off[:-1][window] + j * stride
+    out = np.empty(n_tok, dtype=np.int64)
+    out[tok_off[:-1]] = CLS_ID
+    out[tok_off[1:] - 1] = SEP_ID
+    out[tok_off[:-1][window] + 1 + j] = np.where(valid[at], ids[at] + N_SPECIAL, UNK_ID)
+    return out, tok_off
+
+
 def tokenize(seq: str, k: int, tokenization: str, add_special: bool = True) -> np.ndarray:
     """Token ids of a DNA string (the fast path; agrees with the saved HF tokenizer)."""
     return tokenize_codes(encode(seq), k, tokenization, add_special)

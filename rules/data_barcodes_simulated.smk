@@ -1,0 +1,21 @@
+# The demo barcodes (included by rules/data.smk when data.barcodes names no url or path).
+
+
+rule simulate_barcodes:
+    output:
+        barcodes=R("data/barcodes.tsv"),
+        taxonomy=R("data/taxonomy.tsv"),
+        tree=R("data/taxonomy.nwk"),
+    log:
+        R("logs/simulate_barcodes.log"),
+    params:
+        barcodes=config["data"]["barcodes"]["simulate"],
+        seed=config["seed"],
+        outdir=lambda wildcards, output: str(Path(output.barcodes).parent),
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/simulate_barcodes.py"

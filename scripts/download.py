@@ -1,0 +1,15 @@
+"""Rule download: fetch one input file, resuming and retrying, and verify its checksum."""
+
+from dnalm import download, logs
+
+log = logs.to_file(snakemake.log[0])
+p = snakemake.params
+download.download(
+    p.url,
+    snakemake.output[0],
+    checksums=p.checksums,
+    retries=p.retries,
+    backoff=p.backoff,
+    timeout=p.timeout,
+)
+log.info("wrote %s", snakemake.output[0])

@@ -1,0 +1,9 @@
+"""Rule plan_kmer_shards: record names and lengths (one streaming pass), grouped into shards."""
+
+from dnalm import kmers, logs
+
+log = logs.to_file(snakemake.log[0])
+lengths = kmers.fasta_records(snakemake.input.fasta)
+plan = kmers.write_shard_plan(snakemake.output[0], lengths, snakemake.params.n_shards)
+for shard, group in plan.groupby("shard"):
+    log.info("shard %d: %d records, %d letters", shard, len(group), group["length"].sum())

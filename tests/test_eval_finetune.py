@@ -1,0 +1,100 @@
+"""Tests of dnalm.finetune: the optional fine-tuning learner of the few-shot protocol."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dnalm import evaluate as ev
+from dnalm import finetune
+from dnalm import seq as dseq
+
+K = 3
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=dseq.vocab_size(K), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+    )
+    directory = tmp_path_factory.mktemp("enc")
+    BertModel(config).save_pretrained(str(directory))
+    (directory / "dnalm.json").write_text(json.dumps({"k": K, "tokenization": "overlapping", "max_tokens": 64}))
+    return directory
+
+
+def _task(rng, n_per_class):
+    """Class "gc": GC-rich sequences; class "at": AT-rich ones (learnable from 3-mers)."""
+    seqs, labels = [], []
+    for label, probs in (("gc", [0.1, 0.4, 0.4, 0.1]), ("at", [0.4, 0.1, 0.1, 0.4])):
+        for _ in range(n_per_class):
+            seqs.append("".join(rng.choice(list("ACGT"), size=40, p=probs)))
+            labels.append(label)
+    return seqs, np.array(labels)
+
+
+def test_fewshot_finetune_learns_reproducibly_with_the_probe_draws(encoder_dir, monkeypatch):
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    train, y_train = _task(rng, 30)
+    test, y_test = _task(rng, 20)
+    settings = {"lr": 3e-3, "epochs": 8, "batch_size": 8}
+    draws = []
+    original = ev.sample_per_class
+    monkeypatch.setattr(ev, "sample_per_class", lambda y, k, g: draws.append(original(y, k, g)) or draws[-1])
+    df = finetune.fewshot_finetune(encoder_dir, train, y_train, test, y_test, shots=[8], n_repeats=2, seed=5,
+                                   settings=settings, device="cpu", progress=False)
+    assert list(df.columns) == ev.COLUMNS
+    assert set(df["protocol"]) == {"fewshot"} and set(df["level"]) == {"finetune"}
+    assert set(df["metric"]) == set(ev.FEWSHOT_METRICS) and set(df["repeat"]) == {0, 1}
+    assert df.loc[df["metric"] == "accuracy", "value"].min() >= 0.9  # an easy task, learnt from 16 examples
+    # the examples are the probe's: same generator, same indices
+    assert len(draws) == 2
+    for r, idx in enumerate(list(draws)):
+        np.testing.assert_array_equal(idx, original(y_train, 8, ev.fewshot_rng(5, 8, r)))
+    monkeypatch.undo()
+    again = finetune.fewshot_finetune(encoder_dir, train, y_train, test, y_test, shots=[8], n_repeats=2, seed=5,
+                                      settings=settings, device="cpu", progress=False)
+    np.testing.assert_allclose(df["value"], again["value"])
+
+
+def test_fewshot_finetune_skips_and_checks(encoder_dir):
+    rng = np.random.default_rng(1)
+    train, y_train = _task(rng, 5)
+    test, y_test = _task(rng, 3)
+    with pytest.warns(UserWarning, match="K=10 skipped"):
+        df = finetune.fewshot_finetune(encoder_dir, train, y_train, test, y_test, shots=[10], n_repeats=1, seed=0,
+                                       settings={"epochs": 1}, device="cpu", progress=False)
+    assert df.empty and list(df.columns) == ev.COLUMNS
+    with pytest.raises(ValueError, match="unknown fine-tuning setting"):
+        finetune.fewshot_finetune(encoder_dir, train, y_train, test, y_test, [2], 1, 0, settings={"lr0": 1})
+    with pytest.raises(ValueError, match="do not occur"):
+        finetune.fewshot_finetune(encoder_dir, train, y_train, test, np.array(["x"] * len(test)), [2], 1, 0)
+
+
+def test_learning_rate_schedule_warms_up_and_decays(encoder_dir):
+    """One epoch of 4 batches with warm-up 0.25: lr rises over one step, then falls to 0."""
+    from dnalm import embed
+
+    encoder, meta = embed.load_encoder(encoder_dir, device="cpu")
+    tokens = embed.tokenize_for_model(["ACGTACGTAC"] * 8, K, "overlapping", 64)
+    seen = []
+    original = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = spy
+    try:
+        finetune.train_classifier(encoder, tokens, np.array([0, 1] * 4), 2,
+                                  {**finetune.DEFAULTS, "lr": 1.0, "epochs": 1, "batch_size": 2, "warmup_ratio": 0.25},
+                                  torch_seed=0)
+    finally:
+        torch.optim.AdamW.step = original
+    np.testing.assert_allclose(seen, [0.5, 1.0, 2 / 3, 1 / 3])

@@ -1,0 +1,246 @@
+"""The training modules (dnalm.models): MLM head at masked positions only, the masked
+autoencoder (encoder over visible tokens only, original positions, loss on masked positions),
+and packed rows (several windows per row) computing exactly what unpacked rows compute."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dnalm import seq
+from dnalm.models import BertMAE, BertMLM, bert_config, pack_visible, segment_attention
+from dnalm.train import pack_rows
+
+TINY = {"layers": 2, "hidden": 32, "heads": 2}
+DEC = {"layers": 1, "hidden": 16, "heads": 2}
+V3 = seq.vocab_size(3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def test_bert_config_from_size():
+    c = bert_config({"layers": 3, "hidden": 48, "heads": 6}, 69, 100)
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (3, 48, 6, 192)
+    assert c.hidden_dropout_prob == c.attention_probs_dropout_prob == 0.1
+    assert (c.vocab_size, c.max_position_embeddings, c.pad_token_id) == (69, 100, seq.PAD_ID)
+    assert c._attn_implementation == "sdpa"
+    c = bert_config(
+        {"layers": 1, "hidden": 8, "heads": 2, "intermediate": 5, "dropout": 0.0, "attention_dropout": 0.2}, 9, 9
+    )
+    assert (c.intermediate_size, c.hidden_dropout_prob, c.attention_probs_dropout_prob) == (5, 0.0, 0.2)
+    with pytest.raises(ValueError, match="multiple"):
+        bert_config({"layers": 1, "hidden": 10, "heads": 3}, 9, 9)
+    with pytest.raises(ValueError, match="hiden"):
+        bert_config({"layers": 1, "hiden": 8, "heads": 2}, 9, 9)
+
+
+def _rows(seed=0, lengths=(24, 17, 9)):
+    """Unpacked rows: [CLS] k-mers [SEP] of the given lengths, padded; 40 % of k-mers masked.
+    Returns ids, segments (1 on real tokens, 0 on padding), position ids, mask."""
+    g = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.randint(5, V3, (len(lengths), width), generator=g)
+    ids[:, 0] = seq.CLS_ID
+    segments = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, n - 1] = seq.SEP_ID
+        ids[row, n:] = seq.PAD_ID
+        segments[row, :n] = 1
+    positions = torch.arange(width).expand(len(lengths), -1).clone()
+    mask = (torch.rand(ids.shape, generator=g) < 0.4) & (ids >= 5)
+    return ids, segments, positions, mask
+
+
+def test_mlm_forward_equals_full_head_loss():
+    torch.manual_seed(0)
+    model = BertMLM(TINY, V3, 64).eval()
+    ids, segments, positions, mask = _rows()
+    corrupted = torch.where(mask, seq.MASK_ID, ids)
+    with torch.no_grad():
+        out = model(corrupted, ids, mask, segments, positions)
+        full = model.mlm(input_ids=corrupted, attention_mask=segments, labels=torch.where(mask, ids, -100))
+    assert torch.allclose(out["loss"], full.loss, atol=1e-6)
+    assert torch.allclose(out["logits_masked"], full.logits[mask], atol=1e-5)
+    assert torch.equal(out["labels_masked"], ids[mask])
+
+
+def test_segment_attention():
+    segments = torch.tensor([[1, 1, 2, 2, 2, 0], [1, 1, 1, 1, 0, 0]])
+    assert torch.equal(segment_attention(segments, packed=False), (segments > 0).long())
+    m = segment_attention(segments, packed=True)
+    assert m.shape == (2, 1, 6, 6) and m.dtype == torch.bool
+    for b in range(2):
+        for q in range(6):
+            for k in range(6):
+                assert bool(m[b, 0, q, k]) == (int(segments[b, q]) == int(segments[b, k]))
+    assert m.any(-1).all()  # no empty query row (padding attends to padding)
+
+
+def test_pack_visible_keeps_original_positions():
+    ids, segments, positions, mask = _rows()
+    positions = positions + 3  # position ids need not equal columns
+    packed, columns, pos, segs = pack_visible(ids, segments, positions, mask)
+    for row in range(ids.shape[0]):
+        want = torch.nonzero((segments[row] > 0) & ~mask[row]).flatten()
+        n = want.numel()
+        assert (segs[row, :n] == 1).all() and (segs[row, n:] == 0).all()
+        assert torch.equal(columns[row, :n], want)
+        assert torch.equal(pos[row, :n], positions[row, want])
+        assert torch.equal(packed[row, :n], ids[row, want])
+        assert (packed[row, n:] == seq.PAD_ID).all()
+        assert len(set(columns[row].tolist())) == columns.shape[1]  # distinct: scatter never collides
+
+
+def test_mae_encoder_sees_only_visible_tokens():
+    torch.manual_seed(0)
+    model = BertMAE(TINY, DEC, V3, 64).eval()
+    ids, segments, positions, mask = _rows()
+    other = torch.where(mask, torch.randint(5, V3, ids.shape), ids)  # change masked ids only
+    assert not torch.equal(other, ids)
+    with torch.no_grad():
+        h, columns, segs = model.encode_visible(ids, segments, positions, mask)
+        h2, _, _ = model.encode_visible(other, segments, positions, mask)
+        out, out2 = model(ids, ids, mask, segments, positions), model(other, ids, mask, segments, positions)
+        # reference: the encoder over the full row with masked keys hidden, ORIGINAL positions
+        full = model.encoder(input_ids=ids, attention_mask=((segments > 0) & ~mask).long()).last_hidden_state
+    for row in range(ids.shape[0]):
+        n = int((segs[row] > 0).sum())
+        assert torch.equal(h[row, :n], h2[row, :n])
+        assert torch.allclose(h[row, :n], full[row, columns[row, :n]], atol=1e-5)
+    # nothing about the masked tokens reaches the predictions; loss is over masked positions
+    assert torch.allclose(out["logits_masked"], out2["logits_masked"], atol=1e-6)
+    assert torch.equal(out["labels_masked"], ids[mask])
+    assert out["logits_masked"].shape == (int(mask.sum()), V3)
+    assert torch.allclose(out["loss"], F.cross_entropy(out["logits_masked"], ids[mask]), atol=1e-6)
+    # padding does not leak across rows: each row alone gives the same predictions
+    with torch.no_grad():
+        start = 0
+        for row in range(ids.shape[0]):
+            n = int(segments[row].sum())
+            r = slice(row, row + 1)
+            alone = model(ids[r, :n], ids[r, :n], mask[r, :n], segments[r, :n], positions[r, :n])
+            m = int(mask[row].sum())
+            assert torch.allclose(alone["logits_masked"], out["logits_masked"][start : start + m], atol=1e-5)
+            start += m
+
+
+def test_mae_gradients_only_from_masked_positions():
+    """The head's bias gradient is exactly the mean of (softmax - one-hot) over the masked
+    positions: no visible or padding position contributes to the loss."""
+    torch.manual_seed(1)
+    model = BertMAE(TINY, DEC, V3, 64).eval()
+    ids, segments, positions, mask = _rows(seed=3)
+    out = model(ids, ids, mask, segments, positions)
+    out["loss"].backward()
+    probs = out["logits_masked"].detach().softmax(-1)
+    want = (probs - F.one_hot(ids[mask], V3)).sum(0) / int(mask.sum())
+    assert torch.allclose(model.head.bias.grad, want, atol=1e-6)
+    assert model.decoder.embeddings.word_embeddings.weight.grad is None  # frozen, unused
+
+
+def test_mae_save_pretrained_loads_with_automodel(tmp_path):
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    model = BertMAE(TINY, DEC, V3, 64).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(loaded).__name__ == "BertModel"
+    ids, segments, _, _ = _rows()
+    with torch.no_grad():
+        assert torch.equal(
+            loaded(input_ids=ids, attention_mask=segments).last_hidden_state,
+            model.encoder(input_ids=ids, attention_mask=segments).last_hidden_state,
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# packed rows
+# ----------------------------------------------------------------------------------------
+
+
+def ref_pack_rows(lengths, capacity):
+    """First-fit decreasing, written plainly."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    rows = []
+    for i in order:
+        for row in rows:
+            if sum(lengths[j] for j in row) + lengths[i] <= capacity:
+                row.append(i)
+                break
+        else:
+            rows.append([i])
+    return rows
+
+
+def test_pack_rows_is_first_fit_decreasing():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        capacity = int(rng.integers(5, 60))
+        lengths = rng.integers(1, capacity + 1, int(rng.integers(1, 40)))
+        rows = pack_rows(lengths, capacity)
+        assert rows == ref_pack_rows(lengths.tolist(), capacity)
+        assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+        assert all(lengths[r].sum() <= capacity for r in rows)
+    assert pack_rows(np.array([3, 3, 3]), 3) == [[0], [1], [2]]
+    with pytest.raises(ValueError, match="capacity"):
+        pack_rows(np.array([4]), 3)
+
+
+def _layout(windows, rows):
+    """(ids, segments, positions, mask, labels) tensors of windows [(ids, mask), ...] laid
+    out in ``rows`` (lists of window indices), plus where each window went."""
+    width = max(sum(len(windows[w][0]) for w in r) for r in rows)
+    shape = (len(rows), width)
+    ids, segs, pos = torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
+    mask = torch.zeros(shape, dtype=torch.bool)
+    where = {}
+    for r, members in enumerate(rows):
+        col = 0
+        for s, w in enumerate(members, start=1):
+            t, m = windows[w]
+            n = len(t)
+            ids[r, col : col + n], mask[r, col : col + n] = torch.as_tensor(t), torch.as_tensor(m)
+            segs[r, col : col + n], pos[r, col : col + n] = s, torch.arange(n)
+            where[w] = (r, col, n)
+            col += n
+    return ids, segs, pos, mask, where
+
+
+@pytest.mark.parametrize("arch", ["mlm", "mae"])
+def test_packed_rows_compute_what_unpacked_rows_compute(arch):
+    """Block-diagonal attention + per-window position ids: a packed batch gives every
+    window's masked positions the same logits (and the batch the same loss) as one window
+    per row."""
+    rng = np.random.default_rng(2)
+    windows = []
+    for n in (30, 7, 12, 19, 5, 26, 9):
+        t = np.concatenate([[seq.CLS_ID], rng.integers(5, V3, n - 2), [seq.SEP_ID]])
+        m = (rng.random(n) < 0.4) & (t >= 5)
+        m[1] = True
+        windows.append((t, m))
+    torch.manual_seed(0)
+    model = (BertMLM(TINY, V3, 64) if arch == "mlm" else BertMAE(TINY, DEC, V3, 64)).eval()
+
+    def logits_by_window(rows, packed):
+        ids, segs, pos, mask, where = _layout(windows, rows)
+        inputs = torch.where(mask, seq.MASK_ID, ids) if arch == "mlm" else ids
+        with torch.no_grad():
+            out = model(inputs, ids, mask, segs, pos, packed=packed)
+        # logits_masked are in row-major order of the masked positions
+        index = torch.full(mask.shape, -1, dtype=torch.long)
+        index[mask] = torch.arange(int(mask.sum()))
+        per_window = {w: out["logits_masked"][index[r, c : c + n][mask[r, c : c + n]]] for w, (r, c, n) in where.items()}
+        return out["loss"], per_window
+
+    rows = pack_rows(np.array([len(t) for t, _ in windows]), 32)
+    assert len(rows) < len(windows) and any(len(r) > 1 for r in rows)
+    loss_p, packed = logits_by_window(rows, packed=True)
+    loss_u, unpacked = logits_by_window([[w] for w in range(len(windows))], packed=False)
+    assert torch.allclose(loss_p, loss_u, atol=1e-5)
+    for w in range(len(windows)):
+        assert torch.allclose(packed[w], unpacked[w], atol=1e-5), w
