@@ -80,7 +80,10 @@ def main() -> None:
     values = evaluate.classification_metrics(g_query, g_ref[nn], evaluate.OPEN_WORLD_METRICS)
     t_metrics = time.perf_counter() - t0
     flops = 2.0 * args.n_query * args.n_ref * args.dim
-    extra = f"; {stats['rescored'] / args.n_query:.0f} pairs re-scored exactly per query" if "rescored" in stats else ""
+    extra = ""
+    if "rescored" in stats:
+        extra = (f"; {stats['rescored'] / args.n_query:.0f} pairs re-scored exactly per query, {stats['blocks']} "
+                 f"reference blocks, {stats['prepare_s']:.1f} s preparing + {stats['search_s']:.1f} s searching")
     print(f"nearest_neighbor (method {args.method} -> {stats['method']}): {t_nn:.1f} s wall, {c_nn:.1f} s CPU "
           f"({flops / t_nn / 1e9:.0f} GFLOP/s float32-equivalent{extra})")
     print(f"open-world genus metrics: +{t_metrics:.2f} s; accuracy {values['accuracy']:.3f}, "

@@ -147,3 +147,75 @@ def test_plot_top_kmers(tmp_path):
     assert "2 match" in ax.get_title()
     top_label = max(zip(ax.get_yticks(), ax.get_yticklabels()), key=lambda t: t[0])[1].get_text()
     assert top_label.startswith(kmers[0]) and "n=" in top_label
+
+
+def test_plot_fewshot_fine_tuned_lines(tmp_path, fewshot_summary):
+    tuned = fewshot_summary[fewshot_summary["model"] == "mlm-genemask"].assign(level="finetune")
+    tuned = tuned.assign(mean=tuned["mean"] + 0.05)
+    table = pd.concat([fewshot_summary, tuned], ignore_index=True)
+    fig = plots.plot_fewshot(table, tmp_path / "f.png", metric="accuracy")
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["mae-random", "mlm-genemask", "mlm-genemask (fine-tuned)", "kmer (k-mer spectrum baseline)"]
+    assert "fine-tuned encoders and linear probes" in fig._suptitle.get_text()
+    ax = [a for a in fig.axes if a.get_visible()][0]
+    lines = [ln for ln in ax.get_lines() if ln.get_linestyle() not in ("None", "")]
+    assert len(lines) == 4
+    # lines are shifted a little sideways around each K (log-symmetric), never by more than 10 %
+    xs = np.array([np.asarray(ln.get_xdata(), dtype=float) for ln in lines])
+    shots = np.sort(fewshot_summary["shots"].unique())
+    assert np.allclose(np.exp(np.log(xs).mean(axis=0)), shots) and (np.abs(xs / shots - 1) < 0.1).all()
+
+
+def _per_class(rng):
+    parts = []
+    for model, slope in [("mlm-genemask", 0.3), ("kmer", 0.0)]:
+        for protocol, level, n in [("closed_world", "species", 30), ("open_world", "genus", 12)]:
+            count = rng.integers(1, 60, n)
+            acc = np.clip(0.3 + slope * np.log(count) / 4 + rng.normal(0, 0.1, n), 0, 1)
+            if model == "kmer" and protocol == "closed_world":
+                acc = np.ones(n)  # constant: rho undefined
+            parts.append(pd.DataFrame({"model": model, "dataset": "barcodes", "protocol": protocol, "level": level,
+                                       "class": [f"c{i}" for i in range(n)], "train_count": count,
+                                       "support": rng.integers(1, 8, n), "accuracy": acc}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_plot_bias(tmp_path):
+    from scipy.stats import spearmanr
+
+    table = _per_class(np.random.default_rng(4))
+    fig = _check_outputs(lambda p: plots.plot_bias(table, p), tmp_path, "bias")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 4  # 2 protocols x 2 models
+    titles = [ax.get_title() for ax in axes]
+    assert titles[0].startswith("mlm-genemask") and titles[1].startswith("kmer")  # baseline last
+    d = table[(table["model"] == "mlm-genemask") & (table["protocol"] == "closed_world")]
+    rho = spearmanr(d["train_count"], d["accuracy"]).statistic
+    assert f"ρ = {rho:+.2f}" in titles[0] and "30 classes" in titles[0]
+    assert "undefined" in titles[1]
+    for ax in axes:
+        assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()
+        assert all(t.get_text() for t in ax.get_xticklabels())  # plain-number ticks, no empty minor labels
+    offsets = axes[0].collections[0].get_offsets()
+    np.testing.assert_allclose(np.sort(offsets[:, 1]), np.sort(d["accuracy"]))
+    assert "closed-world" in axes[0].get_ylabel() and "open-world" in axes[2].get_ylabel()
+    with pytest.raises(ValueError, match="missing columns"):
+        plots.plot_bias(table.drop(columns="support"), tmp_path / "bad.png")
+
+
+def test_taxon_colors_and_embedding_map(tmp_path):
+    labels = np.array(["Diptera"] * 30 + ["Hymenoptera"] * 20 + [f"o{i}" for i in range(10) for _ in range(2)])
+    shown, colors = plots.taxon_colors(labels, top=7)
+    assert list(colors)[:2] == ["Diptera", "Hymenoptera"] and len(colors) == 8 and colors["other"] == plots.MUTED_COLOR
+    assert shown.count("other") == 10  # 5 of the 10 two-member orders do not make the top 7
+    assert set(colors.values()) - {plots.MUTED_COLOR} <= set(plots.MODEL_COLORS)
+    rng = np.random.default_rng(5)
+    coords = {m: rng.normal(size=(len(labels), 2)) for m in ("kmer", "mae", "mlm")}
+    fig = _check_outputs(lambda p: plots.plot_embedding_map(coords, labels, p, rank="order"), tmp_path, "map")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["mae", "mlm", "kmer (k-mer spectrum baseline)"]
+    assert sum(len(c.get_offsets()) for c in axes[0].collections) == len(labels)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:2] == ["Diptera", "Hymenoptera"] and legend[-1] == "other"
+    with pytest.raises(ValueError, match="coordinates of shape"):
+        plots.plot_embedding_map({"m": np.zeros((3, 2))}, labels, tmp_path / "bad.png")

@@ -244,3 +244,66 @@ def test_packed_rows_compute_what_unpacked_rows_compute(arch):
     assert torch.allclose(loss_p, loss_u, atol=1e-5)
     for w in range(len(windows)):
         assert torch.allclose(packed[w], unpacked[w], atol=1e-5), w
+
+
+# ----------------------------------------------------------------------------------------
+# fast dropout (CPU training)
+# ----------------------------------------------------------------------------------------
+
+
+def test_dropout_scale_rate_values_and_determinism():
+    from dnalm.models import dropout_scale
+
+    torch.manual_seed(0)
+    s = dropout_scale((1000, 1000), 0.1, torch.float32, "cpu")
+    p = round(0.1 * 65536) / 65536
+    values = torch.unique(s).tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - p))
+    assert abs(float((s == 0).float().mean()) - p) < 0.002  # 1e6 draws: sd 0.0003
+    assert abs(float(s.mean()) - 1.0) < 0.005
+    torch.manual_seed(0)
+    assert torch.equal(dropout_scale((1000, 1000), 0.1, torch.float32, "cpu"), s)
+    assert torch.equal(dropout_scale((3, 5), 0.0, torch.float32, "cpu"), torch.ones(3, 5))
+    assert dropout_scale((7,), 0.5, torch.float64, "cpu").dtype == torch.float64
+
+
+def test_fast_dropout_attention_is_attention_with_a_dropout_mask():
+    from dnalm.models import _attention_fast_dropout, dropout_scale
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=g) for _ in range(3))
+    mask = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    mask[1, :, :, 3:] = False
+    module = torch.nn.Module().train()
+    module.is_causal = False
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
+    out, _ = _attention_fast_dropout(module, q, k, v, mask, dropout=0.0, scaling=0.5)
+    assert torch.allclose(out, ref, atol=1e-6)
+    torch.manual_seed(3)
+    out, _ = _attention_fast_dropout(module, q, k, v, mask, dropout=0.3, scaling=0.5)
+    torch.manual_seed(3)
+    probs = ((q @ k.transpose(-1, -2)) * 0.5).masked_fill(~mask, float("-inf")).softmax(-1)
+    want = (probs * dropout_scale(probs.shape, 0.3, probs.dtype, "cpu")) @ v
+    assert torch.allclose(out, want.transpose(1, 2), atol=1e-6)
+
+
+def test_use_fast_dropout_changes_only_the_masks():
+    from dnalm.models import FAST_DROPOUT_ATTENTION, FastDropout, use_fast_dropout
+
+    torch.manual_seed(0)
+    plain = BertMAE(TINY, DEC, V3, 64)
+    fast = BertMAE(TINY, DEC, V3, 64)
+    fast.load_state_dict(plain.state_dict())
+    use_fast_dropout(fast)
+    assert not any(type(m) is torch.nn.Dropout for m in fast.modules())
+    assert sum(isinstance(m, FastDropout) for m in fast.modules()) == 2 * 3 + 1 + 3 + 1  # encoder, decoder
+    assert fast.encoder.config._attn_implementation == fast.decoder.config._attn_implementation == FAST_DROPOUT_ATTENTION
+    ids, segments, positions, mask = _rows()
+    plain.eval(), fast.eval()
+    with torch.no_grad():
+        a, b = plain(ids, ids, mask, segments, positions), fast(ids, ids, mask, segments, positions)
+    assert torch.allclose(a["logits_masked"], b["logits_masked"], atol=1e-5)
+    fast.train()
+    out = fast(ids, ids, mask, segments, positions)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and fast.encoder.embeddings.word_embeddings.weight.grad is not None

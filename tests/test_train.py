@@ -478,7 +478,10 @@ def test_kill_and_resume_reaches_identical_weights(random_corpus_path, tmp_path)
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(scripts=SCRIPTS))
     arch = "mae"
-    cfg = tiny(architecture=arch, steps=50, checkpoint_every=10, log_every=5)
+    # batches prepared ahead in a thread (not the CPU default): a checkpoint holds the
+    # generator state after the last batch consumed, so the run still ends where the
+    # reference run (no thread) ends
+    cfg = tiny(architecture=arch, steps=50, checkpoint_every=10, log_every=5, prefetch=2)
     ckpt = tmp_path / "kill_ckpt"
     args = {
         "cfg": cfg.to_dict(),

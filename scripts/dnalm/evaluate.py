@@ -22,7 +22,9 @@ Learners and metrics are scikit-learn; everything random is seeded.
 from __future__ import annotations
 
 import sys
+import time
 import warnings
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
@@ -298,7 +300,8 @@ def nearest_neighbor(
       :data:`INT8_MIN_WORK` (BIOSCAN-5M scale), else ``"float32"``.
 
     ``stats``, when given a dict, receives ``method`` and, for int8, ``rescored`` (pairs
-    re-scored exactly).
+    re-scored exactly), ``blocks`` (reference blocks) and the seconds spent preparing the
+    references (``prepare_s``) and searching (``search_s``).
     """
     ref = l2_normalize(_as_2d(emb_ref, "emb_ref"))
     query = l2_normalize(_as_2d(emb_query, "emb_query"))
@@ -393,26 +396,42 @@ def _nearest_neighbor_int8(ref: np.ndarray, query: np.ndarray, block_size: int, 
     reference whose upper bound ``s_q s_r D + max_block(a_r b_q) + m`` reaches the best exact
     similarity found so far (initially the best of one reference block, found in float32)
     and re-scores those exactly; a reference left out can neither beat nor tie the answer.
-    The int8 product of the next block runs (torch threads) while this thread screens the
-    current one.
+    The int8 products of the next blocks run in worker threads (one per allowed thread:
+    ``torch._int_mm`` uses one core for a block this size) while this thread screens.
     """
     import torch
 
     if _THREADS is not None:
         torch.set_num_threads(_THREADS)
+    workers = _THREADS if _THREADS is not None else torch.get_num_threads()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return _nn_int8(ref, query, block_size, stats, pool, workers)
+
+
+def _nn_int8(ref, query, block_size: int, stats: dict | None, pool, workers: int) -> np.ndarray:
+    """The body of :func:`_nearest_neighbor_int8`, with its thread pool."""
+    import torch
+
+    started = time.perf_counter()
     n_ref = ref.shape[0]
     step = 16384  # rows per chunk: bounded temporaries
+    chunks = range(0, n_ref, step)
+    # torch._int_mm runs a block of this size on one core: one product per thread, ahead of
+    # the screening that this thread does; the chunked numpy passes below use the same
+    # threads (numpy and torch release the GIL)
     mu = ref.mean(axis=0, dtype=np.float64)
     norm = float(np.linalg.norm(mu))
     u = (mu / norm if norm > 1e-12 else np.eye(ref.shape[1])[0]).astype(np.float32)
-    # pass 1 (input order): a_r, and max |r'_i| and |r'| of each row
     alpha = np.empty(n_ref, dtype=np.float64)
     row_abs = np.empty(n_ref, dtype=np.float32)
-    for lo in range(0, n_ref, step):
+
+    def pass1(lo):  # input order: a_r, and max |r'_i| of each row
         chunk = ref[lo : lo + step]
         a = np.einsum("ij,j->i", chunk, u, dtype=np.float64)
         alpha[lo : lo + step] = a
         row_abs[lo : lo + step] = np.abs(chunk - a.astype(np.float32)[:, None] * u).max(axis=1)
+
+    list(pool.map(pass1, chunks))
     order = np.argsort(alpha, kind="stable")
     rank = np.empty(n_ref, dtype=np.int64)
     rank[order] = np.arange(n_ref)
@@ -420,14 +439,16 @@ def _nearest_neighbor_int8(ref: np.ndarray, query: np.ndarray, block_size: int, 
     chunk_scale = np.maximum.reduceat(row_abs[order], np.arange(0, n_ref, block_size)).astype(np.float64) / 127.0
     chunk_scale = np.maximum(chunk_scale, 1e-30)
     r_scale = chunk_scale[rank // block_size]  # per row, input order
-    # pass 2 (input order): quantise r' = r - a_r u, exact error and length of each row
     r_int = np.empty(ref.shape, dtype=np.int8)
     r_err = np.empty(n_ref, dtype=np.float64)
     r_norm = np.empty(n_ref, dtype=np.float64)
-    for lo in range(0, n_ref, step):
+
+    def pass2(lo):  # input order: quantise r' = r - a_r u; exact error and length of each row
         part = ref[lo : lo + step] - alpha[lo : lo + step, None].astype(np.float32) * u
         r_norm[lo : lo + step] = np.sqrt(np.einsum("ij,ij->i", part, part, dtype=np.float64))
         r_int[lo : lo + step], r_err[lo : lo + step] = _quantize_rows(part, r_scale[lo : lo + step])
+
+    list(pool.map(pass2, chunks))
     r_int, r_err, r_norm, alpha = r_int[order], r_err[order], r_norm[order], alpha[order]
     r_int_t = torch.from_numpy(r_int)
     # blocks of at most block_size references, each spanning at most ``width`` of a_r (so
@@ -445,12 +466,12 @@ def _nearest_neighbor_int8(ref: np.ndarray, query: np.ndarray, block_size: int, 
     a_lo = np.array([alpha[s] for s in starts])
     a_hi = np.array([alpha[e - 1] for e in ends])
 
+    prepared = time.perf_counter()
     out = np.zeros(query.shape[0], dtype=np.int64)  # all-zero queries: every similarity 0 -> index 0
     live = np.flatnonzero(np.linalg.norm(query, axis=1) > 0)
     first_rows = order[max(n_ref - block_size, 0) :]  # the largest a_r: a strong first lower bound
     first = ref[first_rows]
     rescored = 0
-    pool = ThreadPoolExecutor(max_workers=1)
     for qs in range(0, live.shape[0], block_size):
         qi = live[qs : qs + block_size]
         q32 = query[qi]
@@ -463,11 +484,12 @@ def _nearest_neighbor_int8(ref: np.ndarray, query: np.ndarray, block_size: int, 
         j = (q32 @ first.T).argmax(axis=1)
         best = np.einsum("ij,ij->i", q32, first[j], dtype=np.float64)
         arg = first_rows[j]
-        pending = pool.submit(_int8_product, q_int_t, r_int_t, starts[0], ends[0])
+        pending = deque()
         for b, rs in enumerate(starts):
-            d = pending.result()
-            if b + 1 < len(starts):
-                pending = pool.submit(_int8_product, q_int_t, r_int_t, starts[b + 1], ends[b + 1])
+            while len(pending) < workers and b + len(pending) < len(starts):
+                nxt = b + len(pending)
+                pending.append(pool.submit(_int8_product, q_int_t, r_int_t, starts[nxt], ends[nxt]))
+            d = pending.popleft().result()
             unit = q_scale * chunk_scale[rs // block_size]
             margin = q_err * norm_max[b] + (q_norm + q_err) * err_max[b] + _SLACK
             top = np.maximum(beta * a_lo[b], beta * a_hi[b])
@@ -478,9 +500,9 @@ def _nearest_neighbor_int8(ref: np.ndarray, query: np.ndarray, block_size: int, 
                 rescored += flat.shape[0]
                 _best_update(best, arg, c_rows, c_cols, _pair_dots(q32, c_rows, ref, c_cols))
         out[qi] = arg
-    pool.shutdown()
     if stats is not None:
-        stats["rescored"] = rescored
+        stats.update(rescored=rescored, blocks=len(starts), prepare_s=prepared - started,
+                     search_s=time.perf_counter() - prepared)
     return out
 
 

@@ -418,7 +418,7 @@ def _motif_text(value) -> str:
 def plot_top_kmers(annotated: pd.DataFrame, path: str | os.PathLike, top_n: int = 20) -> Figure:
     """Horizontal bars of the ``top_n`` k-mers by NPMI (columns ``kmer, npmi, count, motifs``).
 
-    Bars of k-mers that match a planted motif (non-empty ``motifs``) are highlighted and
+    Bars of k-mers that match a known motif (non-empty ``motifs``) are highlighted and
     labelled with the motif ids; the count of each k-mer is given next to it.
     """
     import matplotlib
@@ -451,10 +451,10 @@ def plot_top_kmers(annotated: pd.DataFrame, path: str | os.PathLike, top_n: int 
         ax.grid(axis="y", visible=False)
         ax.set_xlabel("NPMI (normalised PMI, unitless; at most 1)")
         ax.set_ylabel("k-mer (corpus count)")
-        ax.set_title(f"Top {n} k-mers by NPMI: {int(hit.sum())} match a planted motif")
+        ax.set_title(f"Top {n} k-mers by NPMI: {int(hit.sum())} match a known motif")
         fig.legend(
             handles=[
-                Patch(facecolor=OKABE_ITO["vermillion"], label="matches a planted motif (id shown)"),
+                Patch(facecolor=OKABE_ITO["vermillion"], label="matches a known motif (id shown)"),
                 Patch(facecolor=MUTED_COLOR, label="no motif match"),
             ],
             loc="outside lower center",

@@ -30,8 +30,8 @@ SECTIONS = [
     ("bias", "Class-imbalance bias: Spearman correlation of per-class accuracy with training count"),
 ]
 NOTES = {
-    "fewshot": "Learner: `probe` is a logistic-regression probe on frozen, standardised embeddings; "
-    "`finetune` fine-tunes the encoder with a classification head (evaluation.fewshot.finetune).",
+    "fewshot": "Learner: a logistic-regression probe on frozen, standardised embeddings; rows marked "
+    "(fine-tuned) fine-tune the encoder with a classification head instead (evaluation.fewshot.finetune).",
     "clustering": "Clusters (as many as classes) compared with each label set: adjusted mutual information "
     "(`ami`), adjusted Rand index (`ari`); `silhouette` of the true labels (cosine).",
     "consistency": "`auc`: probability that a same-group pair is more similar (cosine) than a random pair "
@@ -77,7 +77,8 @@ def _columns(protocol: str, block: pd.DataFrame) -> pd.DataFrame:
     block = block.copy()
     block["row"] = block["model"].astype(str)
     if protocol == "fewshot":
-        block["row"] = block["model"].astype(str) + " (" + block["level"].astype(str).replace("", "probe") + ")"
+        tuned = block["level"].astype(str) == "finetune"
+        block.loc[tuned, "row"] = block.loc[tuned, "model"].astype(str) + " (fine-tuned)"
         block["column"] = [f"{m} K={int(k)}" for m, k in zip(block["metric"], block["shots"])]
         block["_order"] = [(_rank(m, METRIC_ORDER), (0, ""), int(k)) for m, k in zip(block["metric"], block["shots"])]
     elif protocol in ("clustering", "consistency", "bias"):

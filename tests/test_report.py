@@ -1,0 +1,76 @@
+"""Tests of dnalm.report: the tidy metrics table, its markdown summary and the HTML version."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dnalm import report
+
+
+def _rows(model, dataset, protocol, level, metric, values, shots=np.nan):
+    return [
+        {"model": model, "dataset": dataset, "protocol": protocol, "level": level, "shots": shots, "repeat": r,
+         "metric": metric, "value": v}
+        for r, v in enumerate(values)
+    ]
+
+
+@pytest.fixture()
+def metrics():
+    rows = []
+    rows += _rows("genemask", "prom", "fewshot", "probe", "accuracy", [0.7, 0.8], shots=10.0)
+    rows += _rows("genemask", "prom", "fewshot", "finetune", "accuracy", [0.9, 0.9], shots=10.0)
+    rows += _rows("kmer", "prom", "fewshot", "probe", "accuracy", [0.6, 0.6], shots=10.0)
+    rows += _rows("kmer", "prom", "fewshot", "probe", "accuracy", [0.65, 0.75], shots=100.0)
+    rows += _rows("kmer", "prom", "fewshot", "probe", "mcc", [0.2, 0.3], shots=10.0)
+    for model, acc, rho in [("genemask", 0.4, 0.5), ("kmer", 0.7, -0.1)]:
+        rows += _rows(model, "barcodes", "open_world", "genus", "accuracy", [acc])
+        rows += _rows(model, "barcodes", "open_world", "genus", "chance_accuracy", [0.05])
+        rows += _rows(model, "barcodes", "bias", "genus", "spearman_rho", [rho])
+        rows += _rows(model, "barcodes", "clustering", "species", "ami", [acc])
+        rows += _rows(model, "barcodes", "clustering", "order", "ami", [acc / 2])
+        rows += _rows(model, "barcodes", "consistency", "genus", "cos_random", [0.9])
+        rows += _rows(model, "barcodes", "consistency", "genus", "auc", [acc + 0.2])
+    return report.collect([pd.DataFrame(rows[i : i + 3]) for i in range(0, len(rows), 3)])
+
+
+def test_collect_is_tidy_and_sorted(metrics):
+    assert list(metrics.columns) == report.METRIC_COLUMNS
+    assert metrics["protocol"].is_monotonic_increasing
+    with pytest.raises(ValueError, match="lack column"):
+        report.collect([metrics.drop(columns="level")])
+
+
+def test_summary_markdown_values_order_and_bold(metrics):
+    text = report.summary_markdown(metrics)
+    lines = text.splitlines()
+    # few-shot: one row per model and learner, columns by metric then K
+    header = next(l for l in lines if l.startswith("| model | accuracy K=10"))
+    assert header == "| model | accuracy K=10 | accuracy K=100 | mcc K=10 |"
+    assert "| genemask (fine-tuned) | **0.900 ± 0.000** |  |  |" in lines
+    assert "| genemask | 0.750 ± 0.071 |  |  |" in lines  # std with ddof 1
+    assert "| kmer | 0.600 ± 0.000 | **0.700 ± 0.071** | **0.250 ± 0.071** |" in lines
+    # open world: chance never bold; the better model bold
+    assert "| genemask | 0.400 | 0.050 |" in lines and "| kmer | **0.700** | 0.050 |" in lines
+    # ranks in taxonomic order; bias (signed, not a score) and cos_random never bold
+    assert "| model | ami order | ami species |" in lines
+    assert "| kmer | -0.100 |" in lines and "| genemask | 0.500 |" in lines
+    assert "| kmer | **0.900** | 0.900 |" in lines  # consistency: auc bold, cos_random plain
+    # sections appear in protocol order
+    titles = [l for l in lines if l.startswith("## ")]
+    assert [t.split()[1] for t in titles] == ["Few-shot", "Open-world", "Clustering", "Consistency", "Class-imbalance"]
+    only_kmer = report.summary_markdown(metrics, models=["kmer"])
+    rows = [l for l in only_kmer.splitlines() if l.startswith("| ") and not l.startswith("| model")]
+    assert rows and all(l.startswith("| kmer") for l in rows)
+    assert not any("**" in l for l in rows)  # a single model: nothing to compare
+
+
+def test_summary_html_renders_the_markdown_tables(metrics):
+    md = report.summary_markdown(metrics)
+    page = report.summary_html(md)
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert page.count("<table>") == md.count("| model |")
+    assert "<th>accuracy K=10</th>" in page and "<td><b>0.900 ± 0.000</b></td>" in page
+    assert "<h2>Few-shot classification (K examples per class)</h2>" in page
+    assert "<code>kmer</code>" in page and "|" not in page.split("<body>")[1].replace("</table>", "")
+    assert report.summary_html("a < b & `x`") .count("&lt; b &amp; <code>x</code>") == 1
