@@ -1,17 +1,28 @@
-"""Benchmark: open-world genus 1-NN at BIOSCAN-5M scale (issue 5).
+"""Benchmarks of the taxonomy protocols at BIOSCAN-5M scale.
 
-7,887 queries (test_unseen) x 289,203 references (train) x 768 dimensions, cosine 1-NN as
-``dnalm.evaluate.open_world`` runs it (blockwise, bounded memory). The embeddings are
-synthetic but shaped like mean-pooled language-model embeddings of barcodes: a large common
-component (all pairs at cosine ~0.85), then genus, species and specimen offsets; queries
-come from species absent from the references, as in the open-world split.
+Open-world genus 1-NN (default; issue 5): 7,887 queries (test_unseen) x 289,203 references
+(train) x 768 dimensions, cosine 1-NN as ``dnalm.evaluate.open_world`` runs it (blockwise,
+bounded memory). The embeddings are synthetic but shaped like mean-pooled language-model
+embeddings of barcodes: a large common component (random pairs at cosine ~0.87 with the
+default seed), then genus, species and specimen offsets; queries come from species absent
+from the references, as in the open-world split.
+
+Closed-world species probe (``--closed-world``): a linear probe trained on 289,203 ``train``
+barcodes of ~8,000 species (long-tailed counts, every species seen in training), scored on
+39,373 ``test`` barcodes of the same species, as ``dnalm.evaluate.closed_world`` runs it
+(``--probe torch``: :class:`dnalm.evaluate.TorchProbe`, what ``probe: auto`` picks at this
+size; ``--probe sklearn`` for comparison at small sizes only: its lbfgs holds several
+float64 ``n x species`` arrays).
 
     .venv/bin/python benchmarks/bench_eval.py                      # full scale, method auto
     .venv/bin/python benchmarks/bench_eval.py --method float32     # the plain float32 path
     .venv/bin/python benchmarks/bench_eval.py --n-ref 20000 --n-query 1000   # quick look
+    .venv/bin/python benchmarks/bench_eval.py --closed-world --epochs 2      # 2 of the 30 epochs
+    .venv/bin/python benchmarks/bench_eval.py --closed-world --n-train 20000 --n-test 4000 \
+        --n-species 500 --probe sklearn                                       # the reference probe
 
 Prints one line per phase and the peak resident memory; ``--check N`` compares N queries
-with a float64 brute force (not timed).
+with a float64 brute force (not timed; open world only).
 """
 
 from __future__ import annotations
@@ -51,6 +62,59 @@ def synthetic(n_ref: int, n_query: int, dim: int, n_genera: int, seed: int):
     return draw(species_ref), species_ref // (seen + 1), draw(species_query), species_query // (seen + 1)
 
 
+def synthetic_species(n_train: int, n_test: int, dim: int, n_species: int, seed: int, noise: float = 3.5):
+    """(train, species_train, test, species_test): float32 embeddings as :func:`synthetic`
+    (common + genus + species + specimen offsets, ``noise`` the specimen scale) for a
+    closed-world split. Species counts are long-tailed (log-normal weights, like BIOSCAN-5M's)
+    and every species has at least one training barcode; test barcodes follow the same
+    frequencies."""
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    common = rng.standard_normal(dim, dtype=f32) * f32(2.5)
+    n_genera = max(n_species // 4, 1)
+    genus_c = rng.standard_normal((n_genera, dim), dtype=f32) * f32(0.3)
+    species_c = genus_c[np.arange(n_species) % n_genera] + rng.standard_normal((n_species, dim), dtype=f32) * f32(0.8)
+    weight = rng.lognormal(0.0, 1.2, n_species)
+    weight /= weight.sum()
+    species_train = np.concatenate([np.arange(n_species), rng.choice(n_species, n_train - n_species, p=weight)])
+    species_test = rng.choice(n_species, n_test, p=weight)
+
+    def draw(species):
+        out = np.empty((species.shape[0], dim), dtype=f32)
+        for lo in range(0, species.shape[0], 65536):
+            s = species[lo : lo + 65536]
+            out[lo : lo + 65536] = common + species_c[s] + rng.standard_normal((s.shape[0], dim), dtype=f32) * f32(noise)
+        return out
+
+    return draw(species_train), species_train, draw(species_test), species_test
+
+
+def closed_world_bench(args) -> None:
+    import torch
+
+    t0 = time.perf_counter()
+    x_tr, y_tr, x_te, y_te = synthetic_species(args.n_train, args.n_test, args.dim, args.n_species, args.seed)
+    print(f"data: {args.n_train} train x {args.dim} dims over {args.n_species} species, {args.n_test} test "
+          f"({x_tr.nbytes / 2**30:.2f} GiB of training embeddings), generated in {time.perf_counter() - t0:.1f} s")
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    settings = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    t0, c0 = time.perf_counter(), time.process_time()
+    table = evaluate.closed_world(x_tr, y_tr, x_te, y_te, seed=args.seed, probe=args.probe, torch_settings=settings)
+    t_fit, c_fit = time.perf_counter() - t0, time.process_time() - c0
+    chosen = evaluate.choose_probe(args.n_train, args.n_species, args.probe)
+    values = dict(zip(table["metric"], table["value"]))
+    where = f", {args.epochs} epochs of {args.batch_size} rows on {device}" if chosen == "torch" else ""
+    print(f"closed_world (probe {args.probe} -> {chosen}{where}): {t_fit:.1f} s wall, {c_fit:.1f} s CPU; "
+          f"accuracy {values['accuracy']:.3f}, macro-F1 {values['macro_f1']:.3f}")
+    if chosen == "torch":
+        print(f"  per epoch: {t_fit / args.epochs:.1f} s (x {evaluate.TORCH_PROBE_DEFAULTS['epochs']} default epochs "
+              f"= {t_fit / args.epochs * evaluate.TORCH_PROBE_DEFAULTS['epochs'] / 60:.1f} min)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak resident memory: {peak:.2f} GiB (before the probe: {rss0:.2f} GiB; the float32 inputs: "
+          f"{(x_tr.nbytes + x_te.nbytes) / 2**30:.2f} GiB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-ref", type=int, default=289_203)
@@ -62,11 +126,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--check", type=int, default=200, help="queries checked against a float64 brute force")
     ap.add_argument("--seed", type=int, default=0)
+    cw = ap.add_argument_group("closed world (--closed-world)")
+    cw.add_argument("--closed-world", action="store_true", help="benchmark the closed-world species probe instead")
+    cw.add_argument("--n-train", type=int, default=289_203)
+    cw.add_argument("--n-test", type=int, default=39_373)
+    cw.add_argument("--n-species", type=int, default=8_000)
+    cw.add_argument("--probe", default="auto", choices=["auto", "sklearn", "torch"])
+    cw.add_argument("--epochs", type=int, default=evaluate.TORCH_PROBE_DEFAULTS["epochs"])
+    cw.add_argument("--batch-size", type=int, default=evaluate.TORCH_PROBE_DEFAULTS["batch_size"])
+    cw.add_argument("--lr", type=float, default=evaluate.TORCH_PROBE_DEFAULTS["lr"])
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
+    evaluate.limit_threads(args.threads)
+    if args.closed_world:
+        closed_world_bench(args)
+        return
     t0 = time.perf_counter()
     ref, g_ref, query, g_query = synthetic(args.n_ref, args.n_query, args.dim, args.n_genera, args.seed)
     print(f"data: {args.n_query} queries x {args.n_ref} references x {args.dim} dims "

@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fasta", default=DEFAULT_FASTA, help="FASTA to count (plain or gzip)")
     ap.add_argument("--k", type=int, nargs="+", default=[6, 12])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=1, help="runs per tool; the fastest is reported")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per tool, interleaved; the fastest is reported")
     ap.add_argument("--tools", default="dnalm,kmc,jellyfish,numpy")
     ap.add_argument("--gzip", action="store_true", help="also time dnalm and kmc on the gzip file")
     ap.add_argument("--copies", type=int, default=1, help="count N concatenated copies (amortises start-up)")
@@ -148,26 +148,27 @@ def main(argv=None) -> int:
             f"# {src} x {args.copies}: {mbp:.1f} Mbp of sequence letters; threads={args.threads}; "
             f"cpus={os.cpu_count()}; load={os.getloadavg()[0]:.2f}"
         )
-        print("input\tk\ttool\twall_s\tMbp_s_wall\tcount_s\tMbp_s_count\tpeak_MiB\tvs_kmc_wall\tvs_kmc_count\tnote")
+        print(
+            "input\tk\ttool\twall_s\tMbp_s_wall\tcount_s\tMbp_s_count\tpeak_MiB\tvs_kmc_wall\tvs_kmc_count\tload\tnote"
+        )
         for k in args.k:
             for label, fasta in inputs:
                 rows = {}
-                for tool in tools:
-                    if label == "gzip" and tool not in ("dnalm", "kmc"):
-                        continue
-                    best = None
-                    for _ in range(args.repeats):
+                for _ in range(args.repeats):  # tools take turns, so that a load spike hits all alike
+                    for tool in tools:
+                        if label == "gzip" and tool not in ("dnalm", "kmc"):
+                            continue
                         res = bench_one(tool, fasta, k, args.threads, work)
-                        if best is None or res[0] < best[0]:
-                            best = res
-                    rows[tool] = best
+                        if tool not in rows or res[0] < rows[tool][0]:
+                            rows[tool] = res
                 base_wall, _, base_count, _ = rows.get("kmc", (None, None, None, None))
                 for tool, (wall, rss, count, note) in rows.items():
                     r_wall = f"{base_wall / wall:.2f}" if base_wall else "-"
                     r_count = f"{base_count / count:.2f}" if base_count and count else "-"
                     c_s, c_mbp = (f"{count:.2f}", f"{mbp / count:.1f}") if count else ("-", "-")
                     print(
-                        f"{label}\t{k}\t{tool}\t{wall:.2f}\t{mbp / wall:.1f}\t{c_s}\t{c_mbp}\t{rss}\t{r_wall}\t{r_count}\t{note}",
+                        f"{label}\t{k}\t{tool}\t{wall:.2f}\t{mbp / wall:.1f}\t{c_s}\t{c_mbp}\t{rss}\t{r_wall}\t{r_count}\t"
+                        f"{os.getloadavg()[0]:.2f}\t{note}",
                         flush=True,
                     )
     finally:

@@ -40,7 +40,7 @@ def _alternatives(names):
 
 
 wildcard_constraints:
-    model="|".join(ALL_MODELS),
+    model=_alternatives(ALL_MODELS),
     task=_alternatives(SIM_TASKS + REAL_TASKS),
     dataset=_alternatives(SIM_TASKS + REAL_TASKS + ["barcodes"]),
     shard=r"\d+",
@@ -103,10 +103,13 @@ def model_settings(wildcards):
 
 
 def pretrain_inputs(wildcards):
+    """The model's corpus and, for genemask masking, the NPMI table of that same corpus:
+    the genome's (npmi/npmi.tsv) or the barcode corpus's (npmi/barcodes/npmi.tsv)."""
     settings = MODEL_SETTINGS[wildcards.model]
     inputs = {"corpus": R(f"corpus/{settings['corpus']}.npz")}
     if settings["masking"] == "genemask":
-        inputs["npmi"] = R("npmi/npmi.tsv")
+        corpus = settings["corpus"]
+        inputs["npmi"] = R("npmi/npmi.tsv") if corpus == "genome" else R(f"npmi/{corpus}/npmi.tsv")
     return inputs
 
 

@@ -28,6 +28,8 @@ rule download:
         DL("{download}"),
     log:
         R("logs/download/{download}.log"),
+    benchmark:
+        R("benchmarks/download/{download}.tsv")
     params:
         url=lambda wildcards: DATA.downloads[wildcards.download].url,
         checksums=lambda wildcards: DATA.downloads[wildcards.download].checksums,
@@ -53,6 +55,8 @@ rule extract_member:
         temp(DL("{extracted}")),
     log:
         R("logs/extract_member/{extracted}.log"),
+    benchmark:
+        R("benchmarks/extract_member/{extracted}.tsv")
     params:
         member=lambda wildcards: DATA.extracts[wildcards.extracted]["member"],
         md5=lambda wildcards: DATA.extracts[wildcards.extracted]["md5"],
@@ -76,6 +80,8 @@ rule prepare_task:
         test=R("data/tasks/{task}/test.tsv"),
     log:
         R("logs/prepare_task/{task}.log"),
+    benchmark:
+        R("benchmarks/prepare_task/{task}.tsv")
     params:
         format=lambda wildcards: config["data"]["tasks"][wildcards.task]["format"],
         checksums=lambda wildcards: {
@@ -99,6 +105,8 @@ rule index_genome:
         R("data/genome.fa.fai"),
     log:
         R("logs/index_genome.log"),
+    benchmark:
+        R("benchmarks/index_genome.tsv")
     threads: 1
     resources:
         mem_mb=1000,

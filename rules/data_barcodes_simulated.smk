@@ -8,6 +8,8 @@ rule simulate_barcodes:
         tree=R("data/taxonomy.nwk"),
     log:
         R("logs/simulate_barcodes.log"),
+    benchmark:
+        R("benchmarks/simulate_barcodes.tsv")
     params:
         barcodes=config["data"]["barcodes"]["simulate"],
         seed=config["seed"],

@@ -9,6 +9,8 @@ rule simulate_genome:
         tasks=expand(R("data/tasks/{task}/{split}.tsv"), task=SIM_TASKS, split=["train", "test"]),
     log:
         R("logs/simulate_genome.log"),
+    benchmark:
+        R("benchmarks/simulate_genome.tsv")
     params:
         genome=config["data"]["genome"]["simulate"],
         seed=config["seed"],

@@ -15,6 +15,7 @@ rule fewshot:
         R("benchmarks/fewshot/{model}/{task}.tsv")
     params:
         shots=config["evaluation"]["fewshot"]["shots"],
+        shots_scale=lambda wildcards: config["evaluation"]["fewshot"]["shots_scale"].get(wildcards.task, 1),
         n_repeats=config["evaluation"]["fewshot"]["n_repeats"],
         max_iter=config["evaluation"]["fewshot"]["max_iter"],
         finetune=fewshot_finetune_settings,
@@ -46,10 +47,14 @@ rule taxonomy:
         open_reference=config["evaluation"]["taxonomy"]["open_reference"],
         open_query=config["evaluation"]["taxonomy"]["open_query"],
         max_iter=config["evaluation"]["taxonomy"]["max_iter"],
+        probe=config["evaluation"]["taxonomy"]["probe"],
+        torch_probe=config["evaluation"]["taxonomy"]["torch_probe"],
         seed=config["seed"],
     threads: 2
     resources:
         mem_mb=4000,
+        # evaluation.taxonomy.gpus (0 or 1): the torch species probe on CUDA (never sklearn)
+        gpu=0 if config["evaluation"]["taxonomy"]["probe"] == "sklearn" else config["evaluation"]["taxonomy"]["gpus"],
     conda:
         "../envs/evaluate.yaml"
     script:
@@ -91,6 +96,8 @@ rule probing:
         R("eval/probing/{model}/{task}.tsv"),
     log:
         R("logs/probing/{model}/{task}.log"),
+    benchmark:
+        R("benchmarks/probing/{model}/{task}.tsv")
     params:
         method=config["evaluation"]["clustering"]["method"],
         max_points=config["evaluation"]["clustering"]["max_points"],

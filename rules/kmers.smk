@@ -1,6 +1,7 @@
 # k-mer counting: the records are grouped into kmers.n_shards contig groups (one streaming
-# pass that also checks the FASTA), each group is counted by its own job, and the counts
-# are summed. Plain gzip works: no job needs a .fai index.
+# pass that also checks the FASTA), each group is counted by its own job, which reads only
+# its records' bytes at their offsets in the .fai index (rule index_genome), and the counts
+# are summed. The barcode corpus gets its own counts (NPMI of the corpus a model trains on).
 
 from dnalm.kmers import memory_mb as kmer_count_mem_mb
 
@@ -12,6 +13,8 @@ rule plan_kmer_shards:
         R("kmers/shards.tsv"),
     log:
         R("logs/plan_kmer_shards.log"),
+    benchmark:
+        R("benchmarks/plan_kmer_shards.tsv")
     params:
         n_shards=config["kmers"]["n_shards"],
     threads: 2
@@ -26,6 +29,7 @@ rule plan_kmer_shards:
 rule count_kmers:
     input:
         fasta=genome_fasta(),
+        fai=R("data/genome.fa.fai"),
         plan=R("kmers/shards.tsv"),
     output:
         R("kmers/shards/{shard}.npz"),
@@ -52,6 +56,8 @@ rule merge_kmers:
         R("kmers/counts.npz"),
     log:
         R("logs/merge_kmers.log"),
+    benchmark:
+        R("benchmarks/merge_kmers.tsv")
     threads: 1
     resources:
         mem_mb=lambda wildcards: kmer_count_mem_mb(config["kmers"]["k_max"], 1),
@@ -59,3 +65,24 @@ rule merge_kmers:
         "../envs/kmers.yaml"
     script:
         "../scripts/merge_kmers.py"
+
+
+rule count_barcode_kmers:
+    input:
+        R("corpus/barcodes.npz"),
+    output:
+        R("kmers/barcodes/counts.npz"),
+    log:
+        R("logs/count_barcode_kmers.log"),
+    benchmark:
+        R("benchmarks/count_barcode_kmers.tsv")
+    params:
+        k_max=config["kmers"]["k_max"],
+        both_strands=config["kmers"]["both_strands"],
+    threads: config["kmers"]["threads"]
+    resources:
+        mem_mb=lambda wildcards, threads: kmer_count_mem_mb(config["kmers"]["k_max"], threads),
+    conda:
+        "../envs/kmers.yaml"
+    script:
+        "../scripts/count_corpus_kmers.py"

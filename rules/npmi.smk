@@ -1,5 +1,6 @@
-# NPMI table of all n-grams (generalised PMI over segmentations, normalised) and the
-# comparison of the top-ranked k-mers with known motifs.
+# NPMI table of all n-grams (generalised PMI over segmentations, normalised) of the genome
+# and of the barcode corpus (for genemask models that train on barcodes), and the
+# comparison of the genome's top-ranked k-mers with known motifs.
 
 
 rule npmi_table:
@@ -11,6 +12,26 @@ rule npmi_table:
         R("logs/npmi_table.log"),
     benchmark:
         R("benchmarks/npmi_table.tsv")
+    params:
+        min_count=config["npmi"]["min_count"],
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards: 1000 + 3 * kmer_count_mem_mb(config["kmers"]["k_max"], 1),
+    conda:
+        "../envs/kmers.yaml"
+    script:
+        "../scripts/npmi_table.py"
+
+
+rule npmi_table_barcodes:
+    input:
+        R("kmers/barcodes/counts.npz"),
+    output:
+        R("npmi/barcodes/npmi.tsv"),
+    log:
+        R("logs/npmi_table_barcodes.log"),
+    benchmark:
+        R("benchmarks/npmi_table_barcodes.tsv")
     params:
         min_count=config["npmi"]["min_count"],
     threads: 1

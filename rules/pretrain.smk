@@ -12,6 +12,8 @@ rule genome_corpus:
         R("corpus/genome.npz"),
     log:
         R("logs/corpus_genome.log"),
+    benchmark:
+        R("benchmarks/genome_corpus.tsv")
     params:
         n_windows=config["corpus"]["genome"]["n_windows"],
         min_len=config["corpus"]["genome"]["min_len"],
@@ -19,7 +21,16 @@ rule genome_corpus:
         seed=config["seed"],
     threads: 1
     resources:
-        mem_mb=2000,
+        # one contig at a time (~7 bytes per bp as text + codes; the FASTA's size, capped at a
+        # 400 Mbp chromosome) plus the windows (mean length + ~70 bytes of draws each);
+        # measured: a 250 Mbp contig + 2.5 M windows (hg38 in full.yaml) peaks at 1.85 GB
+        mem_mb=lambda wildcards, input: int(
+            500
+            + 7 * min(input.size_mb, 400)
+            + config["corpus"]["genome"]["n_windows"]
+            * ((config["corpus"]["genome"]["min_len"] + config["corpus"]["genome"]["max_len"]) / 2 + 70)
+            / 1e6
+        ),
     conda:
         "../envs/pretrain.yaml"
     script:
@@ -33,12 +44,15 @@ rule barcode_corpus:
         R("corpus/barcodes.npz"),
     log:
         R("logs/corpus_barcodes.log"),
+    benchmark:
+        R("benchmarks/barcode_corpus.tsv")
     params:
         splits=config["corpus"]["barcodes"]["splits"],
         length=config["corpus"]["barcodes"]["length"],
     threads: 1
     resources:
-        mem_mb=2000,
+        # the whole table in pandas plus cleaned copies: ~6x the TSV (measured, 210 MB table)
+        mem_mb=lambda wildcards, input: max(2000, int(7 * input.size_mb)),
     conda:
         "../envs/pretrain.yaml"
     script:

@@ -23,6 +23,7 @@ rule collect_metrics:
         R("logs/collect_metrics.log"),
     params:
         models=report_models(),
+        shots_scale=config["evaluation"]["fewshot"]["shots_scale"],
     threads: 1
     resources:
         mem_mb=1000,
@@ -47,6 +48,7 @@ rule plot_fewshot:
     params:
         metric=config["report"]["fewshot_metric"],
         models=report_models(),
+        shots_scale=config["evaluation"]["fewshot"]["shots_scale"],
     threads: 1
     resources:
         mem_mb=1000,

@@ -7,7 +7,7 @@ from dnalm import io, logs, report
 log = logs.to_file(snakemake.log[0])
 metrics = report.collect([pd.read_csv(path, sep="\t") for path in snakemake.input])
 io.write_tsv(metrics, snakemake.output.metrics)
-summary = report.summary_markdown(metrics, models=snakemake.params.models)
+summary = report.summary_markdown(metrics, models=snakemake.params.models, shots_scale=snakemake.params.shots_scale)
 with io.atomic_open(snakemake.output.summary) as out:
     out.write(summary)
 with io.atomic_open(snakemake.output.summary_html) as out:

@@ -1,4 +1,5 @@
-"""Rule count_kmers: count n-grams (n = 1..k_max) over one shard (contig group) of the genome."""
+"""Rule count_kmers: count n-grams (n = 1..k_max) over one shard (contig group) of the genome,
+reading only the shard's records, at their byte offsets in the genome's .fai index."""
 
 import time
 
@@ -18,7 +19,12 @@ log.info(
 )
 start = time.perf_counter()
 counts = kmers.count_fasta(
-    snakemake.input.fasta, p.k_max, both_strands=p.both_strands, records=records, threads=snakemake.threads
+    snakemake.input.fasta,
+    p.k_max,
+    both_strands=p.both_strands,
+    records=records,
+    threads=snakemake.threads,
+    index=snakemake.input.fai,
 )
 seconds = time.perf_counter() - start
 kmers.save_counts(snakemake.output[0], counts)

@@ -1,6 +1,6 @@
 """Rule extract_member: unpack one file of a zip/tar archive (paths checked) and verify it."""
 
-import tempfile
+import shutil
 from pathlib import Path
 
 from dnalm import download, logs
@@ -8,10 +8,15 @@ from dnalm import download, logs
 log = logs.to_file(snakemake.log[0])
 p = snakemake.params
 out = Path(snakemake.output[0])
-out.parent.mkdir(parents=True, exist_ok=True)
-download.verify_checksums(snakemake.input[0], p.archive_checksums)
-with tempfile.TemporaryDirectory(dir=out.parent, prefix=".extract.") as tmp:
+# a folder of this output only (one job per output), so what a killed run left is removed here
+tmp = out.parent / f".{out.name}.extract"
+shutil.rmtree(tmp, ignore_errors=True)
+tmp.mkdir(parents=True)
+try:
+    download.verify_checksums(snakemake.input[0], p.archive_checksums)
     (member,) = download.extract(snakemake.input[0], tmp, members=[p.member])
     download.verify_checksums(member, {"md5": p.md5} if p.md5 else None, name=f"{snakemake.input[0]}:{p.member}")
     member.replace(out)  # same file system: an atomic rename of the verified file
+finally:
+    shutil.rmtree(tmp, ignore_errors=True)
 log.info("extracted %s from %s", p.member, snakemake.input[0])

@@ -1,5 +1,6 @@
 """Rule fewshot: GeneMask few-shot learning (shots x repeats): a logistic-regression probe on
-frozen embeddings, or, with evaluation.fewshot.finetune, a fine-tuned encoder."""
+frozen embeddings, or, with evaluation.fewshot.finetune, a fine-tuned encoder. Each K draws
+K x shots_scale examples per class (the task's evaluation.fewshot.shots_scale, default 1)."""
 
 from dnalm import datasets, embed, evaluate, gpus, io, logs
 
@@ -18,14 +19,15 @@ if p.finetune:
     torch.set_num_threads(snakemake.threads)
     result = finetune.fewshot_finetune(
         snakemake.input.model, train["sequence"].tolist(), y_train, test["sequence"].tolist(), y_test,
-        shots=p.shots, n_repeats=p.n_repeats, seed=p.seed, settings=p.finetune,
+        shots=p.shots, n_repeats=p.n_repeats, seed=p.seed, settings=p.finetune, shots_scale=p.shots_scale,
     )
 else:
     ids, vectors = embed.load_embeddings(snakemake.input.embeddings)
     x_train = datasets.align(train["id"], ids, vectors, snakemake.input.embeddings)
     x_test = datasets.align(test["id"], ids, vectors, snakemake.input.embeddings)
     result = evaluate.fewshot(
-        x_train, y_train, x_test, y_test, shots=p.shots, n_repeats=p.n_repeats, seed=p.seed, max_iter=p.max_iter
+        x_train, y_train, x_test, y_test, shots=p.shots, n_repeats=p.n_repeats, seed=p.seed, max_iter=p.max_iter,
+        shots_scale=p.shots_scale,
     )
 result.insert(0, "dataset", snakemake.wildcards.task)
 result.insert(0, "model", snakemake.wildcards.model)

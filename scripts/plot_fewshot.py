@@ -8,4 +8,4 @@ log = logs.to_file(snakemake.log[0])
 metrics = pd.read_csv(snakemake.input[0], sep="\t", keep_default_na=False, na_values=[""])
 summary = report.summarize(metrics[metrics["protocol"] == "fewshot"])
 summary = summary[summary["model"].isin(snakemake.params.models)]
-plots.plot_fewshot(summary, snakemake.output[0], metric=snakemake.params.metric)
+plots.plot_fewshot(summary, snakemake.output[0], metric=snakemake.params.metric, shots_scale=snakemake.params.shots_scale)

@@ -3,13 +3,14 @@ and the class-imbalance bias of both (per-class accuracy against training freque
 
 import pandas as pd
 
-from dnalm import datasets, embed, evaluate, io, logs
+from dnalm import datasets, embed, evaluate, gpus, io, logs
 
 log = logs.to_file(snakemake.log[0])
+gpu_lease = gpus.pin(snakemake.resources.get("gpu", 0), log=log)  # own GPU, before CUDA starts
 evaluate.limit_threads(snakemake.threads)
 p = snakemake.params
 ids, vectors = embed.load_embeddings(snakemake.input.embeddings)
-table = datasets.read_barcodes(snakemake.input.barcodes)
+table = datasets.read_barcodes(snakemake.input.barcodes, columns=["processid", "genus", "species", "split"])
 
 
 def split(name):
@@ -21,10 +22,11 @@ def split(name):
 
 x_tr, tr = split(p.closed_train)
 x_te, te = split(p.closed_test)
-closed, species_pred = evaluate.closed_world(
+closed, species_pred = evaluate.closed_world(  # logs which probe, where, how long
     x_tr, tr["species"].to_numpy(), x_te, te["species"].to_numpy(), max_iter=p.max_iter, seed=p.seed,
-    return_predictions=True,
+    return_predictions=True, probe=p.probe, torch_settings=p.torch_probe,
 )
+del x_tr, x_te
 closed_bias, closed_classes = evaluate.bias(te["species"].to_numpy(), species_pred, tr["species"].to_numpy(), "species")
 x_ref, ref = split(p.open_reference)
 x_q, q = split(p.open_query)

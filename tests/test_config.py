@@ -3,6 +3,7 @@
 import copy
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -104,3 +105,109 @@ def test_every_preset_and_loop_option_resolves_to_a_train_config(demo):
     demo["models"]["custom"]["prefetch"] = -1
     with pytest.raises(ConfigError, match="models.custom.prefetch"):
         validate_config(demo, SCHEMA)
+
+
+# --------------------------------------------------------------------------- config-time checks
+
+
+def _table():
+    """A tiny barcode table: 2 genera x 4 species x 3 specimens, distinct barcodes."""
+    rows = []
+    for g in range(2):
+        for s in range(4):
+            for i in range(3):
+                rows.append({"processid": f"P{g}{s}{i}", "genus": f"G{g}", "species": f"G{g} s{s}",
+                             "dna_barcode": "ACGT" * 5 + "ACGT"[g] + "ACGT"[s] + "ACGT"[i]})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    "which,fractions,key,words",
+    [
+        ("seen", {"train": 0.8, "val": 0.2}, "seen", "'test' is a required property"),
+        ("seen", {"val": 0.5, "test": 0.5}, "seen", "'train' is a required property"),
+        ("seen", {"train": 0.8, "test": 0}, "seen.test", "less than or equal to the minimum of 0"),
+        ("unseen", {"val_unseen": 0.5, "test_unseen": 0.5}, "unseen", "'key_unseen' is a required property"),
+        ("unseen", {"key_unseen": 1.0}, "unseen", "'test_unseen' is a required property"),
+    ],
+)
+def test_split_fractions_without_a_required_split_fail_at_config_time(demo, which, fractions, key, words):
+    from dnalm import barcodes
+
+    demo.setdefault("data", {}).setdefault("barcodes", {})["splits"] = {which: fractions}
+    with pytest.raises(ConfigError) as err:
+        validate_config(demo, SCHEMA)
+    msg = str(err.value)
+    assert f"config key 'data.barcodes.splits.{key}'" in msg and words in msg, msg
+    # the schema rejects exactly what the split builder (prepare_barcodes) would reject later
+    with pytest.raises(ValueError, match="needs a fraction > 0"):
+        barcodes.build_splits(_table(), seed=0, **{which: fractions})
+
+
+def test_split_fractions_with_the_required_splits_are_valid(demo):
+    from dnalm import barcodes
+
+    splits = {"seen": {"train": 0.7, "test": 0.3}, "unseen": {"key_unseen": 0.5, "test_unseen": 0.5, "pretrain": 0.1}}
+    demo.setdefault("data", {}).setdefault("barcodes", {})["splits"] = copy.deepcopy(splits)
+    validate_config(demo, SCHEMA)
+    assert demo["data"]["barcodes"]["splits"]["seen"] == splits["seen"]  # not mixed with the default
+    split, _ = barcodes.build_splits(_table(), seed=0, unseen_fraction=0.5, **splits)
+    assert {"train", "test"} <= set(split) and not {"val", "val_unseen"} & set(split)
+
+
+@pytest.mark.parametrize(
+    "training,model,key",
+    [
+        ({"device": "cuda", "gpus": 0}, {}, "training.device"),
+        ({"device": "cuda"}, {}, "training.device"),  # gpus defaults to 0
+        ({"device": "auto", "gpus": 0}, {"device": "cuda"}, "models.dnabert.device"),
+        ({"device": "cuda", "gpus": 1}, {"gpus": 0}, "training.device"),
+    ],
+)
+def test_cuda_without_gpus_fails_at_config_time(demo, training, model, key):
+    demo["training"].pop("gpus", None)
+    demo["training"].update(training)
+    demo["models"]["dnabert"].update(model)
+    validate_config(demo, SCHEMA)  # the schema alone cannot see the combination
+    with pytest.raises(ConfigError) as err:
+        resolve_model(demo, "dnabert")
+    msg = str(err.value)
+    assert msg.startswith(f"config key '{key}'") and "needs a GPU" in msg and "'dnabert'" in msg, msg
+    gpus_key = "models.dnabert.gpus" if "gpus" in model else "training.gpus"
+    assert f"'{gpus_key}' is 0" in msg, msg
+    if model:  # the clash is in dnabert's entry only: genemask (training defaults) resolves
+        assert resolve_model(demo, "genemask")["device"] == training["device"]
+    else:
+        with pytest.raises(ConfigError, match="'genemask' needs a GPU"):
+            resolve_model(demo, "genemask")
+
+
+def test_cuda_with_gpus_and_cpu_without_gpus_resolve(demo):
+    demo["training"].update(device="cuda", gpus=1)
+    demo["models"]["dnabert"].update(device="cpu", gpus=0)
+    validate_config(demo, SCHEMA)
+    assert resolve_model(demo, "genemask")["device"] == "cuda" and resolve_model(demo, "genemask")["gpus"] == 1
+    assert resolve_model(demo, "dnabert")["device"] == "cpu"
+    full = yaml.safe_load((ROOT / "config" / "full.yaml").read_text())
+    merged = copy.deepcopy(demo)
+    merged.update({k: v for k, v in full.items() if k not in ("data", "npmi")})
+    validate_config(merged, SCHEMA)
+    assert all(resolve_model(merged, m)["device"] == "cuda" for m in merged["models"])  # full.yaml: gpus 1
+
+
+def test_workflow_rejects_cuda_without_gpus_before_any_job(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"training": {"device": "cuda", "gpus": 0}}))
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    proc = subprocess.run(
+        [snakemake, "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", str(ROOT / "config" / "config.yaml"), str(tmp_path / "bad.yaml")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Invalid configuration: config key 'training.device'" in out, out[-3000:]
+    assert "Building DAG of jobs" not in out and not (tmp_path / "results").exists()

@@ -95,3 +95,41 @@ def test_a_corrupted_real_file_names_the_line(tmp_path):
         datasets.read_task_file(bad)
     msg = str(err.value)
     assert str(bad) in msg and "line 6" in msg and "k-mers 11 and 12 do not overlap" in msg
+
+
+@needs_shared
+def test_splice40_dev_test_overlap_is_warned_with_its_count(caplog):
+    """Splice-40's full-dataset/dev.tsv repeats sequences of test.tsv (PROVENANCE.md: 2,699
+    shared sequences): converting them as a train/test pair keeps the rows and warns."""
+    import logging
+
+    dev, test = DATA / "Splice-40/full-dataset/dev.tsv", DATA / "Splice-40/test.tsv"
+    # independent count on the raw files: identical 6-mer strings <=> identical bases
+    raw_dev = pd.read_csv(dev, sep="\t", dtype=str)["sequence"].str.strip()
+    raw_test = pd.read_csv(test, sep="\t", dtype=str)["sequence"].str.strip()
+    shared = raw_test.isin(set(raw_dev))
+    rows, distinct = int(shared.sum()), raw_test[shared].nunique()
+    assert distinct == 2699 and rows == 2700  # one dev sequence occurs twice in test
+    with caplog.at_level(logging.WARNING, logger="dnalm.datasets"):
+        train_t, test_t = datasets.convert_task(dev, test, "splice-40", "genemask")
+    assert len(train_t) == len(raw_dev) and len(test_t) == len(raw_test)  # logged, not removed
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "dnalm.datasets"]
+    assert len(warned) == 1
+    message = warned[0].getMessage()
+    assert message.startswith(f"splice-40: {rows} test row(s) ({distinct} distinct sequence(s)) also occur")
+    assert str(dev) in message
+    assert test_t["sequence"].isin(set(train_t["sequence"])).sum() == rows  # the converted bases agree
+
+
+def test_read_barcodes_reads_only_the_columns_asked_for(tmp_path):
+    path = tmp_path / "barcodes.tsv"
+    header = "processid\tdna_barcode\torder\tfamily\tgenus\tspecies\tsplit\n"
+    path.write_text(header + "p1\tACGT\tO\tF\tG1\tS1\ttrain\np2\tNNAC\tO\tF\tG2\t\ttest\n")
+    full = datasets.read_barcodes(path)
+    assert list(full.columns) == list(datasets.BARCODE_COLUMNS) and full["species"].tolist() == ["S1", ""]
+    labels = datasets.read_barcodes(path, columns=["processid", "species", "split"])
+    assert list(labels.columns) == ["processid", "species", "split"]
+    pd.testing.assert_frame_equal(labels, full[["processid", "species", "split"]])
+    (tmp_path / "bad.tsv").write_text("processid\tspecies\tsplit\np1\tS1\ttrain\n")
+    with pytest.raises(io.InputError, match=r"bad.tsv.*missing column\(s\) \['dna_barcode'"):
+        datasets.read_barcodes(tmp_path / "bad.tsv", columns=["processid", "species", "split"])

@@ -8,13 +8,21 @@ the pinned checksum.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io as _io
+import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 import zipfile
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -27,7 +35,8 @@ MD5 = hashlib.md5(PAYLOAD).hexdigest()
 
 class _Handler(BaseHTTPRequestHandler):
     """Paths: /<mode>/<name>; modes ok, norange, drop (first request cut), drop-norange,
-    alwaysdrop, flaky (first request 503), corrupt (one byte changed), missing (404)."""
+    alwaysdrop, flaky (first request 503), corrupt (one byte changed), missing (404), stall
+    (the first request sends half the body, then waits for ``server.release``)."""
 
     def log_message(self, *args):  # keep pytest output clean
         pass
@@ -47,7 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if mode == "corrupt":
             data = PAYLOAD[:1000] + bytes([PAYLOAD[1000] ^ 0xFF]) + PAYLOAD[1001:]
-        ranges = mode in ("ok", "drop", "alwaysdrop", "flaky", "corrupt")
+        ranges = mode in ("ok", "drop", "alwaysdrop", "flaky", "corrupt", "stall")
         start = 0
         m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
         if ranges and m:
@@ -62,6 +71,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
+        if mode == "stall" and n == 1:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            srv.release.wait(30)
+            self.close_connection = True
+            return
         cut = mode == "alwaysdrop" or (mode in ("drop", "drop-norange") and n == 1)
         if cut:
             self.wfile.write(body[: len(body) // 2])
@@ -75,11 +90,12 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.requests, srv.lock = [], threading.Lock()
+    srv.requests, srv.lock, srv.release = [], threading.Lock(), threading.Event()
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
     yield srv
+    srv.release.set()
     srv.shutdown()
     srv.server_close()
 
@@ -128,14 +144,19 @@ def test_server_without_range_support_starts_again(server, tmp_path):
     assert server.requests[1][1] == f"bytes={len(PAYLOAD) // 2}-"  # asked, got a full 200
 
 
-def test_truncated_transfers_give_up_with_back_off_and_leave_nothing(server, tmp_path):
+def test_truncated_transfers_give_up_with_back_off_and_keep_the_part_to_resume(server, tmp_path):
     with pytest.raises(download.DownloadError) as err:
         _get(server, tmp_path, "alwaysdrop", {"md5": MD5}, retries=2)
     msg = str(err.value)
     assert "/alwaysdrop/file.bin" in msg and "after 3 attempt(s)" in msg
     assert "truncated" in msg or "connection broken" in msg
     assert len(server.requests) == 3
-    assert list((tmp_path / "out").iterdir()) == []
+    # each attempt got half of what was missing: 1/2 + 1/4 + 1/8 of the file, kept for a rerun
+    part = tmp_path / "out" / "file.bin.part"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["file.bin.part", "file.bin.part.json"]
+    n = len(PAYLOAD)
+    assert part.read_bytes() == PAYLOAD[: n // 2 + n // 4 + n // 8] and f"kept in {part}" in msg
+    assert [r for _, r in server.requests] == [None, f"bytes={n // 2}-", f"bytes={n // 2 + n // 4}-"]
 
 
 def test_http_errors(server, tmp_path):
@@ -152,6 +173,124 @@ def test_bad_checksum_spec():
         download.check_checksum_spec({"md5": "abc"})
     with pytest.raises(ValueError, match="unknown checksum kind"):
         download.check_checksum_spec({"crc32": "0" * 8})
+
+
+# --------------------------------------------------------------------------- interrupted runs
+
+
+def test_a_killed_download_is_resumed_by_the_rerun(server, tmp_path):
+    """SIGKILL mid-transfer leaves <name>.part; the next call continues it with a Range request."""
+    url, dest = f"{server.url}/stall/file.bin", tmp_path / "out" / "file.bin"
+    part = download.partial_path(dest)
+    code = (
+        "import sys; from dnalm import download; download.CHUNK = 4096; "
+        "download.download(sys.argv[1], sys.argv[2], retries=0, timeout=60)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(download.__file__).parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", code, url, str(dest)], env=env)
+    try:
+        deadline, last = time.monotonic() + 60, -1
+        while time.monotonic() < deadline:  # until the body stops arriving (the server stalls)
+            size = part.stat().st_size if part.exists() else 0
+            if size > 0 and size == last:
+                break
+            last = size
+            time.sleep(0.3)
+        assert 0 < size <= len(PAYLOAD) // 2, size
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    server.release.set()
+    kept = part.stat().st_size
+    assert proc.returncode == -signal.SIGKILL and not dest.exists() and part.read_bytes() == PAYLOAD[:kept]
+
+    delays = []
+    download.download(url, dest, checksums={"md5": MD5}, retries=0, backoff=0.01, timeout=5, sleep=delays.append)
+    assert dest.read_bytes() == PAYLOAD and delays == []
+    assert [r for _, r in server.requests] == [None, f"bytes={kept}-"]  # resumed, not started again
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["file.bin"]
+
+
+class _Interrupted(BaseException):
+    """Stands for the job being killed while it waits to retry."""
+
+
+def _interrupt(delay):
+    raise _Interrupted
+
+
+def test_rerun_against_a_server_without_range_support_starts_cleanly(server, tmp_path):
+    url, dest = f"{server.url}/drop-norange/file.bin", tmp_path / "out" / "file.bin"
+    with pytest.raises(_Interrupted):  # the first request is cut halfway, then the job "dies"
+        download.download(url, dest, checksums={"md5": MD5}, retries=3, sleep=_interrupt)
+    part = download.partial_path(dest)
+    assert part.read_bytes() == PAYLOAD[: len(PAYLOAD) // 2] and not dest.exists()
+    download.download(url, dest, checksums={"md5": MD5}, retries=0, timeout=5)
+    assert dest.read_bytes() == PAYLOAD  # the 200 answer to Range replaced the part, not appended
+    assert [r for _, r in server.requests] == [None, f"bytes={len(PAYLOAD) // 2}-"]
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["file.bin"]
+
+
+def test_stale_temporaries_and_parts_of_another_url_are_not_reused(server, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".file.bin.k3j_x9.tmp.bin").write_bytes(b"an atomic_path temporary of a killed run")
+    (out / ".other.bin.k3j_x9.tmp.bin").write_bytes(b"someone else's")
+    dest = out / "file.bin"
+    download.partial_path(dest).write_bytes(PAYLOAD[:1000])
+    (out / "file.bin.part.json").write_text(json.dumps({"url": f"{server.url}/ok/older-version.bin"}))
+    download.download(f"{server.url}/ok/file.bin", dest, checksums={"md5": MD5}, retries=0, timeout=5)
+    assert dest.read_bytes() == PAYLOAD and server.requests[0][1] is None  # not resumed
+    assert sorted(p.name for p in out.iterdir()) == [".other.bin.k3j_x9.tmp.bin", "file.bin"]
+
+
+def test_a_resumed_file_that_fails_its_checksum_is_downloaded_again_once(server, tmp_path):
+    dest = tmp_path / "out" / "file.bin"
+    dest.parent.mkdir()
+    url = f"{server.url}/ok/file.bin"
+    download.partial_path(dest).write_bytes(b"\xff" * 5000)  # e.g. the start of another version
+    (dest.parent / "file.bin.part.json").write_text(json.dumps({"url": url}))
+    download.download(url, dest, checksums={"md5": MD5}, retries=0, timeout=5)
+    assert dest.read_bytes() == PAYLOAD
+    assert [r for _, r in server.requests] == ["bytes=5000-", None]
+    # corrupt on the server: the fresh download fails too, and nothing is left
+    with pytest.raises(download.ChecksumError, match="md5 mismatch"):
+        _get(server, tmp_path, "corrupt", {"md5": MD5})
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["file.bin"]
+
+
+def test_disk_full_fails_at_once_with_a_clear_message(server, tmp_path, monkeypatch):
+    real_open = open
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, block):
+            self.fh.write(block[:100])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        fh = real_open(path, mode, *args, **kwargs)
+        return Full(fh) if str(path).endswith(".part") else fh
+
+    monkeypatch.setattr(download, "open", fake_open, raising=False)
+    with pytest.raises(download.DownloadError) as err:
+        _get(server, tmp_path, "ok", {"md5": MD5}, retries=5)
+    msg = str(err.value)
+    assert "/ok/file.bin" in msg and "disk full" in msg and "No space left on device" in msg, msg
+    assert "not retried" in msg and "file.bin.part" in msg
+    assert len(server.requests) == 1  # no retry, no back-off
+    assert not (tmp_path / "out" / "file.bin").exists()
 
 
 # --------------------------------------------------------------------------- extraction
@@ -202,3 +341,35 @@ def test_extract_refuses_tar_links(tmp_path):
     with pytest.raises(download.DownloadError, match="link"):
         download.extract(arc, tmp_path / "t")
     assert not (tmp_path / "t").exists() or list((tmp_path / "t").rglob("*")) == []
+
+
+def test_extract_refuses_tar_members_outside_the_target(tmp_path):
+    arc = tmp_path / "dotdot.tar.gz"
+    with tarfile.open(arc, "w:gz") as tf:
+        for name in ("fine.txt", "data/../../evil.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            tf.addfile(info, _io.BytesIO(b"evil"))
+    with pytest.raises(download.DownloadError) as err:
+        download.extract(arc, tmp_path / "t")
+    assert str(arc) in str(err.value) and "'data/../../evil.txt'" in str(err.value) and "outside" in str(err.value)
+    with pytest.raises(download.DownloadError, match="outside"):  # also when asked for by name
+        download.extract(arc, tmp_path / "t", members=["data/../../evil.txt"])
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["dotdot.tar.gz"]
+
+
+def test_extract_refuses_zip_symlinks(tmp_path):
+    arc = tmp_path / "link.zip"
+    with zipfile.ZipFile(arc, "w") as zf:
+        zf.writestr("fine.txt", "ok")
+        link = zipfile.ZipInfo("data/passwd")
+        link.create_system = 3  # unix: the mode in the high bits of external_attr
+        link.external_attr = (0o120777 << 16)  # S_IFLNK | 0777: the content is the link target
+        zf.writestr(link, "/etc/passwd")
+    assert (zipfile.ZipFile(arc).getinfo("data/passwd").external_attr >> 16) & 0o170000 == 0o120000
+    with pytest.raises(download.DownloadError) as err:
+        download.extract(arc, tmp_path / "t")
+    assert "symbolic link" in str(err.value) and "'data/passwd'" in str(err.value)
+    assert not (tmp_path / "t").exists() or list((tmp_path / "t").rglob("*")) == []  # nothing written
+    (out,) = download.extract(arc, tmp_path / "t", members=["fine.txt"])  # other members still work
+    assert out.read_text() == "ok"

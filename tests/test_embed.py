@@ -11,7 +11,14 @@ from dnalm import embed
 from dnalm import seq as dseq
 from dnalm.io import InputError
 
-torch.set_num_threads(1)
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One torch thread for these small models (exact float sums), put back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 K = 3
 MAX_POS = 130  # the position table: the default truncation length
@@ -206,24 +213,61 @@ def test_chunked_long_sequences_use_every_kmer_within_trained_positions(encoder_
     model, meta = embed.load_encoder(encoder_dir, device="cpu")
     rng = np.random.default_rng(5)
     limit = 12
-    seqs = ["".join(rng.choice(list("ACGT"), size=n)) for n in (8, 14, 40, 61)] + ["NNNNNNNNNNNNNNNNNNNNNN"]
+    seqs = ["".join(rng.choice(list("ACGT"), size=n)) for n in (8, 14, 40, 61)]
+    seqs.append("ACGTACGTACGTA" + "N" * 14)  # windows: 10 k-mers, 1 k-mer + 9 [UNK], 5 [UNK] only
+    seqs.append("N" * 17)  # no k-mer at all: two windows of different length (10 and 5 [UNK])
     got = embed.embed_sequences(model, meta, seqs, batch_size=3, progress=False, max_tokens=limit, long="chunk")
     for s, g in zip(seqs, got):
         kmers = list(dseq.tokenize(s, K, "overlapping", add_special=False))
-        states, pieces = [], [kmers[i : i + limit - 2] for i in range(0, max(len(kmers), 1), limit - 2)]
-        for piece in pieces:
-            tok = [dseq.CLS_ID] + piece + [dseq.SEP_ID]
+        kmer_states, all_states = [], []
+        for i in range(0, max(len(kmers), 1), limit - 2):
+            tok = [dseq.CLS_ID] + kmers[i : i + limit - 2] + [dseq.SEP_ID]
             assert len(tok) <= limit
             with torch.no_grad():
                 h = model(input_ids=torch.tensor([tok])).last_hidden_state[0].numpy()
-            keep = np.array([t >= dseq.N_SPECIAL for t in tok])
-            states.append(h[keep])
-        states = np.concatenate(states)
-        if len(states) == 0:  # no k-mer at all: mean over the attended tokens (single window)
-            with torch.no_grad():
-                states = model(input_ids=torch.tensor([[dseq.CLS_ID] + kmers[: limit - 2] + [dseq.SEP_ID]])).last_hidden_state[0].numpy()
+            kmer_states.append(h[np.array([t >= dseq.N_SPECIAL for t in tok])])
+            all_states.append(h)
+        states = np.concatenate(kmer_states)
+        if len(states) == 0:  # no k-mer at all: mean over every token of every window
+            states = np.concatenate(all_states)
+            assert len(all_states) == 2 and len(all_states[0]) != len(all_states[1])
+            assert not np.allclose(all_states[0].mean(0), states.mean(0), atol=1e-4)  # both windows matter
         np.testing.assert_allclose(g, states.mean(0), atol=1e-5)
     # truncation differs from chunking on the long sequences, agrees on the short one
     trunc = embed.embed_sequences(model, meta, seqs, progress=False, max_tokens=limit, long="truncate")
     np.testing.assert_allclose(trunc[0], got[0], atol=1e-6)
     assert not np.allclose(trunc[3], got[3], atol=1e-4)
+
+
+def test_batches_are_length_bucketed(encoder_dir, monkeypatch):
+    """Windows go to the model longest first, batch_size at a time: each batch holds the
+    longest windows not yet embedded, so padding widths never increase."""
+    model, meta = embed.load_encoder(encoder_dir, device="cpu")
+    seqs = _random_sequences(np.random.default_rng(6), 23, max_len=150)  # some longer than 40 tokens
+    batches = []
+    original = dseq.pad_batch
+
+    def spy(tokens):
+        batches.append(sorted((len(t) for t in tokens), reverse=True))
+        return original(tokens)
+
+    monkeypatch.setattr(dseq, "pad_batch", spy)
+    got = embed.embed_sequences(model, meta, seqs, batch_size=4, progress=False, max_tokens=MAX_TOKENS, long="chunk")
+    monkeypatch.undo()
+    # independent: the window lengths of every sequence, longest first, cut into batches of 4
+    lengths = []
+    for s in seqs:
+        n_tok = len(dseq.tokenize(s, K, "overlapping"))
+        if n_tok <= MAX_TOKENS:
+            lengths.append(n_tok)
+        else:
+            body = n_tok - 2
+            lengths += [min(MAX_TOKENS - 2, body - i) + 2 for i in range(0, body, MAX_TOKENS - 2)]
+    lengths.sort(reverse=True)
+    assert batches == [lengths[i : i + 4] for i in range(0, len(lengths), 4)]
+    widths = [b[0] for b in batches]
+    assert widths == sorted(widths, reverse=True) and widths[0] > widths[-1]
+    # bucketing changes only the padding, not the embeddings
+    one_by_one = np.stack([embed.embed_sequences(model, meta, [s], progress=False, max_tokens=MAX_TOKENS, long="chunk")[0]
+                           for s in seqs])
+    np.testing.assert_allclose(got, one_by_one, atol=1e-5)

@@ -38,8 +38,15 @@ def _task(rng, n_per_class):
     return seqs, np.array(labels)
 
 
-def test_fewshot_finetune_learns_reproducibly_with_the_probe_draws(encoder_dir, monkeypatch):
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_fewshot_finetune_learns_reproducibly_with_the_probe_draws(encoder_dir, monkeypatch):
     rng = np.random.default_rng(0)
     train, y_train = _task(rng, 30)
     test, y_test = _task(rng, 20)
@@ -49,7 +56,7 @@ def test_fewshot_finetune_learns_reproducibly_with_the_probe_draws(encoder_dir, 
     monkeypatch.setattr(ev, "sample_per_class", lambda y, k, g: draws.append(original(y, k, g)) or draws[-1])
     df = finetune.fewshot_finetune(encoder_dir, train, y_train, test, y_test, shots=[8], n_repeats=2, seed=5,
                                    settings=settings, device="cpu", progress=False)
-    assert list(df.columns) == ev.COLUMNS
+    assert list(df.columns) == ev.FEWSHOT_COLUMNS and (df["per_class"] == 8).all()
     assert set(df["protocol"]) == {"fewshot"} and set(df["level"]) == {"finetune"}
     assert set(df["metric"]) == set(ev.FEWSHOT_METRICS) and set(df["repeat"]) == {0, 1}
     assert df.loc[df["metric"] == "accuracy", "value"].min() >= 0.9  # an easy task, learnt from 16 examples
@@ -70,7 +77,7 @@ def test_fewshot_finetune_skips_and_checks(encoder_dir):
     with pytest.warns(UserWarning, match="K=10 skipped"):
         df = finetune.fewshot_finetune(encoder_dir, train, y_train, test, y_test, shots=[10], n_repeats=1, seed=0,
                                        settings={"epochs": 1}, device="cpu", progress=False)
-    assert df.empty and list(df.columns) == ev.COLUMNS
+    assert df.empty and list(df.columns) == ev.FEWSHOT_COLUMNS
     with pytest.raises(ValueError, match="unknown fine-tuning setting"):
         finetune.fewshot_finetune(encoder_dir, train, y_train, test, y_test, [2], 1, 0, settings={"lr0": 1})
     with pytest.raises(ValueError, match="do not occur"):
@@ -98,3 +105,54 @@ def test_learning_rate_schedule_warms_up_and_decays(encoder_dir):
     finally:
         torch.optim.AdamW.step = original
     np.testing.assert_allclose(seen, [0.5, 1.0, 2 / 3, 1 / 3])
+
+
+def test_shots_scale_draws_k_times_scale(encoder_dir, monkeypatch):
+    rng = np.random.default_rng(2)
+    train, y_train = _task(rng, 12)
+    test, y_test = _task(rng, 4)
+    draws = []
+    original = ev.sample_per_class
+    monkeypatch.setattr(ev, "sample_per_class", lambda y, k, g: draws.append(original(y, k, g)) or draws[-1])
+    with pytest.warns(UserWarning, match=r"K=3 \(15 per class with shots_scale 5\) skipped"):
+        df = finetune.fewshot_finetune(encoder_dir, train, y_train, test, y_test, shots=[2, 3], n_repeats=1, seed=1,
+                                       settings={"epochs": 1, "batch_size": 8}, device="cpu", progress=False,
+                                       shots_scale=5)
+    assert set(zip(df["shots"], df["per_class"])) == {(2.0, 10)}
+    assert len(draws) == 1 and sorted(np.unique(y_train[draws[0]], return_counts=True)[1]) == [10, 10]
+    np.testing.assert_array_equal(draws[0], original(y_train, 10, ev.fewshot_rng(1, 10, 0)))  # the probe's draw
+
+
+def test_long_sequences_are_windowed_as_the_embeddings(tmp_path):
+    """A sequence longer than the training crop (dnalm.json max_tokens) is split into
+    windows and the head reads the mean over all their k-mer tokens: before any training,
+    the classifier's pooled features equal embed_sequences(long="chunk") of the same encoder,
+    and bases beyond the first window change the prediction input."""
+    from transformers import BertConfig, BertModel
+
+    from dnalm import embed
+
+    torch.manual_seed(1)
+    config = BertConfig(vocab_size=dseq.vocab_size(K), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    BertModel(config).save_pretrained(str(tmp_path))
+    (tmp_path / "dnalm.json").write_text(json.dumps({"k": K, "tokenization": "overlapping", "max_tokens": 12}))
+    encoder, meta = embed.load_encoder(tmp_path, device="cpu")
+    rng = np.random.default_rng(3)
+    seqs = ["".join(rng.choice(list("ACGT"), size=n)) for n in (9, 30, 57)] + ["ACGTACGTACGTA" + "N" * 14, "N" * 17]
+    windows = embed.sequence_windows(seqs, K, "overlapping", embed.max_input_tokens(encoder, meta["max_tokens"]))
+    assert [len(w) for w in windows] == [1, 3, 6, 3, 2] and all(len(t) <= 12 for ws in windows for t in ws)
+    model = finetune._classifier(encoder, 2, 0.0).eval()
+    with torch.no_grad():
+        ids, mask, owner = finetune._batch(windows, np.arange(len(seqs)), "cpu")
+        pooled = model.pool(ids, mask, owner, len(seqs)).numpy()
+    expected = embed.embed_sequences(encoder, meta, seqs, batch_size=2, progress=False,
+                                     max_tokens=meta["max_tokens"], long="chunk")
+    np.testing.assert_allclose(pooled, expected, atol=1e-5)
+    # fewshot_finetune tokenises this way: a change after the first window reaches the model
+    tail = seqs[2][:-1] + ("A" if seqs[2][-1] != "A" else "C")
+    with torch.no_grad():
+        w2 = embed.sequence_windows([seqs[2], tail], K, "overlapping", 12)
+        ids, mask, owner = finetune._batch(w2, np.arange(2), "cpu")
+        a, b = model.pool(ids, mask, owner, 2).numpy()
+    assert not np.allclose(a, b, atol=1e-5)

@@ -1,6 +1,7 @@
 """Tests of the probing side of dnalm.evaluate: exact int8 1-NN, consistency probe, bias,
 motif scanning, 2-D maps, subsampled clustering; against scikit-learn/scipy and by hand."""
 
+import contextlib
 import itertools
 import math
 import warnings
@@ -19,14 +20,40 @@ def _brute_nn(ref, query):
     return (q @ r.T).argmax(axis=1)
 
 
+@contextlib.contextmanager
+def restored_threads():
+    """Put back what ev.limit_threads changes: the BLAS/OpenMP pools, torch's thread count
+    and ev._THREADS (so that no test leaks a thread cap into the rest of the session)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    saved, n_torch = ev._THREADS, torch.get_num_threads()
+    try:
+        with threadpool_limits(limits=None):  # records the current limits, restores them on exit
+            yield
+    finally:
+        ev._THREADS = saved
+        torch.set_num_threads(n_torch)
+
+
+@pytest.fixture()
+def restore_threads():
+    with restored_threads():
+        yield
+
+
 # --------------------------------------------------------------------------- 1-NN, int8 path
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("kind", ["isotropic", "anisotropic", "clustered"])
 @pytest.mark.parametrize("block_size", [1, 37, 4096])
-def test_int8_nearest_neighbor_is_exact(kind, block_size):
+def test_int8_nearest_neighbor_is_exact(kind, block_size, threads, restore_threads):
+    """Exact against a float64 brute force with one worker thread and with two (the int8
+    products of the next blocks then run concurrently with the screening)."""
+    ev.limit_threads(threads)
     rng = np.random.default_rng(len(kind) * 100 + block_size)
-    n_ref, n_q, dim = (300, 40, 24) if block_size == 1 else (3000, 500, 64)
+    n_ref, n_q, dim = {1: (300, 40, 24), 37: (1500, 200, 64), 4096: (3000, 500, 64)}[block_size]
     if kind == "isotropic":
         ref, query = rng.normal(size=(n_ref, dim)), rng.normal(size=(n_q, dim))
     elif kind == "anisotropic":  # mean-pooled embeddings: a big common component
@@ -38,7 +65,7 @@ def test_int8_nearest_neighbor_is_exact(kind, block_size):
         query = centres[rng.integers(0, 20, n_q)] + rng.normal(size=(n_q, dim)) * 0.05
     stats = {}
     got = ev.nearest_neighbor(ref, query, block_size=block_size, method="int8", stats=stats)
-    assert stats["method"] == "int8" and stats["rescored"] >= n_q
+    assert stats["method"] == "int8" and stats["rescored"] >= n_q and stats["workers"] == threads
     np.testing.assert_array_equal(got, _brute_nn(ref, query))
     # the float32 path agrees up to float32 rounding (near-ties may resolve either way)
     f32 = ev.nearest_neighbor(ref, query, block_size=block_size, method="float32")
@@ -74,6 +101,21 @@ def test_nearest_neighbor_method_choice():
     assert stats == {"method": "float32"}  # small: the plain path
     with pytest.raises(ValueError, match="unknown nearest-neighbour method"):
         ev.nearest_neighbor(ref, query, method="faiss")
+
+
+def test_nearest_neighbor_auto_switches_to_int8_above_the_threshold(monkeypatch):
+    rng = np.random.default_rng(17)
+    ref, query = rng.normal(size=(200, 8)), rng.normal(size=(30, 8))
+    work = 30 * 200 * 8
+    monkeypatch.setattr(ev, "INT8_MIN_WORK", work)  # exactly at the threshold: still float32
+    stats = {}
+    ev.nearest_neighbor(ref, query, stats=stats)
+    assert stats["method"] == "float32"
+    monkeypatch.setattr(ev, "INT8_MIN_WORK", 0)
+    stats = {}
+    got = ev.nearest_neighbor(ref, query, block_size=64, stats=stats)
+    assert stats["method"] == "int8" and stats["blocks"] >= 4  # the int8 path ran
+    np.testing.assert_array_equal(got, _brute_nn(ref, query))
 
 
 def test_open_and_closed_world_return_predictions():
@@ -217,8 +259,26 @@ def test_clustering_max_points_uses_one_seeded_subset():
     assert not math.isclose(_metric(sub, "silhouette"), _metric(full, "silhouette"), rel_tol=1e-9)
 
 
-def test_limit_threads():
+def test_limit_threads(restore_threads):
+    import torch
     from threadpoolctl import threadpool_info
 
     ev.limit_threads(1)
     assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert ev._THREADS == 1 and torch.get_num_threads() == 1
+
+
+def _thread_state():
+    import torch
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info()], torch.get_num_threads(), ev._THREADS
+
+
+def test_restored_threads_undoes_limit_threads():
+    before = _thread_state()
+    target = 1 if max(before[0] + [before[1]]) > 1 else 2  # a cap that visibly changes something
+    with restored_threads():
+        ev.limit_threads(target)
+        assert _thread_state() != before
+    assert _thread_state() == before

@@ -99,10 +99,11 @@ def test_fewshot_separable_data_and_skipping():
     labels = np.array(["prom", "enh", "splice"])
     with pytest.warns(UserWarning, match="K=100 skipped"):
         df = ev.fewshot(x_tr, labels[y_tr], x_te, labels[y_te], shots=[5, 20, 100], n_repeats=3, seed=7)
-    assert list(df.columns) == ev.COLUMNS
+    assert list(df.columns) == ev.FEWSHOT_COLUMNS
     assert len(df) == 2 * 3 * 3
     assert set(df["protocol"]) == {"fewshot"} and set(df["level"]) == {"probe"}
     assert set(df["shots"]) == {5.0, 20.0} and set(df["repeat"]) == {0, 1, 2}
+    assert (df["per_class"] == df["shots"]).all()  # no shots_scale: K drawn per class
     assert set(df["metric"]) == {"accuracy", "macro_f1", "mcc"}
     assert (df.loc[df["metric"] == "accuracy", "value"] >= 0.98).all()
     assert (df.loc[df["metric"] == "mcc", "value"] >= 0.97).all()
@@ -129,6 +130,28 @@ def test_fewshot_matches_direct_sklearn_fit_and_is_reproducible():
     accs = df.loc[df["metric"] == "accuracy", "value"]
     assert accs.nunique() > 1  # repeats draw different shots
     pd.testing.assert_frame_equal(df, ev.fewshot(x_tr, y_tr, x_te, y_te, shots=[10], n_repeats=4, seed=3))
+
+
+def test_fewshot_shots_scale_draws_k_times_scale_and_keeps_nominal_k(monkeypatch):
+    """GeneMask's Splice-40 protocol: the file "K" holds 10 K per class, so shots_scale 10."""
+    rng = np.random.default_rng(5)
+    x_tr, y_tr = _clusters(rng, 3, 120, spread=2.0, sep=1.5)
+    x_te, y_te = _clusters(np.random.default_rng(5), 3, 40, spread=2.0, sep=1.5)
+    draws = []
+    original = ev.sample_per_class
+    monkeypatch.setattr(ev, "sample_per_class", lambda y, k, g: draws.append(original(y, k, g)) or draws[-1])
+    with pytest.warns(UserWarning, match=r"K=20 \(200 per class with shots_scale 10\) skipped"):
+        df = ev.fewshot(x_tr, y_tr, x_te, y_te, shots=[2, 10, 20], n_repeats=2, seed=4, shots_scale=10)
+    monkeypatch.undo()
+    assert list(df.columns) == ev.FEWSHOT_COLUMNS
+    assert sorted(set(zip(df["shots"], df["per_class"]))) == [(2.0, 20), (10.0, 100)]  # nominal K, drawn
+    assert [np.bincount(y_tr[d]).tolist() for d in draws] == [[20] * 3] * 2 + [[100] * 3] * 2
+    # a scaled draw is the unscaled draw of K x scale: the same examples, the same scores
+    plain = ev.fewshot(x_tr, y_tr, x_te, y_te, shots=[20, 100], n_repeats=2, seed=4)
+    cols = ["repeat", "metric", "value", "per_class"]
+    pd.testing.assert_frame_equal(df[cols].reset_index(drop=True), plain[cols].reset_index(drop=True))
+    with pytest.raises(ValueError, match="shots_scale must be >= 1"):
+        ev.fewshot(x_tr, y_tr, x_te, y_te, shots=[2], n_repeats=1, seed=0, shots_scale=0)
 
 
 def test_fewshot_random_labels_at_chance():
@@ -285,4 +308,5 @@ def test_empty_results_keep_columns():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         df = ev.fewshot(np.zeros((4, 2)), [0, 0, 1, 1], np.zeros((2, 2)), [0, 1], shots=[5], n_repeats=2, seed=0)
-    assert df.empty and list(df.columns) == ev.COLUMNS
+    assert df.empty and list(df.columns) == ev.FEWSHOT_COLUMNS
+    assert df.dtypes["per_class"] == np.int64 and df.dtypes["value"] == np.float64

@@ -56,12 +56,16 @@ def assert_matches(counts: KmerCounts, ref):
 
 
 def random_records(rng, n_records, max_len):
-    """Random DNA with lowercase runs, N runs, other IUPAC letters, gaps; some records tiny."""
-    letters = np.array(list("ACGTACGTACGTACGTacgtNNRYW-"))
+    """Random DNA with lowercase runs, N runs, other IUPAC letters, gaps; some records tiny.
+
+    Ambiguity codes (R, Y, W) stay at 3 % of the letters: a record with more than 10 % of
+    them is rejected as a probable protein (test_kmers_errors.py)."""
+    letters = np.array(list("ACGTacgtNRYW-"))
+    weights = np.array([0.19] * 4 + [0.04] * 4 + [0.05, 0.01, 0.01, 0.01, 0.03])
     recs = []
     for _ in range(n_records):
         length = int(rng.integers(0, max_len))
-        recs.append("".join(rng.choice(letters, size=length)))
+        recs.append("".join(rng.choice(letters, size=length, p=weights / weights.sum())))
     return recs
 
 
@@ -138,19 +142,41 @@ def test_count_fasta_blocks_threads_equal_brute_force(
     assert_matches(both, long_brute[1])
 
 
-@pytest.mark.parametrize("k", [10, 12])
-def test_bucketed_kernel_k10_k12(tmp_path, long_records, k, monkeypatch):
-    """k >= 10 counts through the counting-sort batches; tiny batches and folds stress it."""
+@pytest.mark.parametrize("k", [8, 10, 12])
+def test_bucketed_kernel_and_folds(tmp_path, long_records, k, monkeypatch):
+    """k >= 10 counts through counting-sort batches into a shared table, k <= 9 into
+    per-thread uint32 tables; tiny batches and frequent folds into int64 stress both."""
     import dnalm.kmers as km
 
     ref = brute_counts(long_records, k)
     fa = tmp_path / "x.fa.gz"
     write_fasta_lines(fa, long_records, width=61, gz=True)
     assert_matches(count_fasta(fa, k, threads=2, block_size=9000), ref)
-    monkeypatch.setattr(km, "_BATCH", 5)  # batches of 5 windows
-    monkeypatch.setattr(km, "_FOLD_LIMIT", 3000)  # uint32 tables folded into int64 often
+    monkeypatch.setattr(km, "_BATCH", 5)  # batches of 5 windows (k >= 10)
+    monkeypatch.setattr(km, "_FOLD_LIMIT", 3000)  # uint32 tables folded into int64 often (k <= 9)
     assert_matches(count_fasta(fa, k, block_size=1000), ref)
+    assert_matches(count_fasta(fa, k, threads=3, block_size=7000), ref)
     assert_matches(count_sequences(long_records, k), ref)
+
+
+@pytest.mark.parametrize("k,threads", [(10, 1), (12, 2)])
+def test_counts_past_uint16(tmp_path, k, threads, monkeypatch):
+    """The shared k >= 10 table is uint16 with int64 carries: counts of 2**16 and more
+    (here a 140 kb poly-A run) come out exact, also when the wraps happen in tiny batches."""
+    import dnalm.kmers as km
+
+    rng = np.random.default_rng(11)
+    tail = "".join(rng.choice(list("ACGTN"), size=3000))
+    poly = 140_000
+    ref = brute_counts([tail], k)
+    for n in range(1, k + 1):
+        ref[n - 1]["A" * n] += poly - n + 1  # hand count: a run of L A's holds L - n + 1 n-grams A^n
+    fa = tmp_path / "a.fa"
+    write_fasta_lines(fa, ["A" * poly, tail], width=60)
+    assert ref[k - 1]["A" * k] > 2 * 2**16
+    assert_matches(count_fasta(fa, k, threads=threads), ref)
+    monkeypatch.setattr(km, "_BATCH", 1000)
+    assert_matches(count_fasta(fa, k, threads=threads, block_size=5000), ref)
 
 
 def test_state_at_matches_forward_scan():
@@ -308,3 +334,33 @@ def test_long_n_runs_k8_small_chunks(tmp_path):
     fa = tmp_path / "n.fa"
     write_fasta_lines(fa, recs, width=70)
     assert_matches(count_fasta(fa, 8, block_size=11), brute_counts(recs, 8))
+
+
+def test_count_corpus_equals_brute_force_over_the_trained_barcodes(tmp_path, monkeypatch):
+    """count_corpus reads a saved (memory-mapped) barcode corpus: the pretrain split only,
+    gaps removed, trimmed to ``length``, N and other letters breaking windows, and no
+    n-gram across two barcodes."""
+    import pandas as pd
+
+    from dnalm.corpus import barcode_windows, load_corpus, save_corpus
+    from dnalm.kmers import count_corpus
+
+    rng = np.random.default_rng(12)
+    rows = []
+    for i in range(60):
+        seq = "".join(rng.choice(list("ACGTACGTacgtN-"), size=int(rng.integers(5, 90))))
+        rows.append({"dna_barcode": seq, "split": ["pretrain", "train"][i % 3 == 0]})
+    table = pd.DataFrame(rows)
+    path = tmp_path / "c.npz"
+    save_corpus(path, barcode_windows(table, splits=("pretrain",), length=70))
+    corpus = load_corpus(path)
+    trained = [r["dna_barcode"].replace("-", "").upper()[:70] for r in rows if r["split"] == "pretrain"]
+    ref = brute_counts(trained, 10)
+    for threads in (1, 2):
+        assert_matches(count_corpus(corpus, 10, threads=threads), ref)
+    assert count_corpus(corpus, 4, both_strands=True) == count_sequences(trained, 4, both_strands=True)
+    import dnalm.kmers as km
+
+    monkeypatch.setattr(km, "_BLOCK_SIZE", 100)  # many chunks of windows (and of sequences)
+    assert_matches(count_corpus(corpus, 10, threads=2), ref)
+    assert_matches(count_sequences(trained, 10), ref)

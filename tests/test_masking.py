@@ -91,17 +91,27 @@ def ref_random_nonoverlapping(ids, ratio, rng):
     return out
 
 
-def ref_genemask_nonoverlapping(ids, npmi, ratio, keep_fraction, rng):
-    u = rng.random(len(ids)).tolist()
-    pos = [i for i in range(len(ids)) if ids[i] >= 5]
+def ref_genemask_nonoverlapping(ids, npmi, ratio, keep_fraction, window, rng):
+    """Windows of `window` consecutive maskable tokens; candidates at rate q = min(1, ratio /
+    keep); in each window, f = ratio / q of its candidates (stochastic rounding with the
+    second uniform of the window's first maskable token), highest NPMI first, leftmost on
+    ties."""
+    u = rng.random((len(ids), 2)).tolist()  # [candidate uniform, rounding uniform] per token
     out = [False] * len(ids)
-    if not pos:
+    if ratio == 0:
         return out
-    m = min(len(pos), max(1, round(ratio * len(pos))))
-    n_cand = min(len(pos), round(m / keep_fraction))
-    cand = sorted(pos, key=lambda i: (u[i], i))[:n_cand]
-    for i in sorted(cand, key=lambda i: (-ref_npmi_of(ids[i], npmi), i))[:m]:
-        out[i] = True
+    q = min(1.0, ratio / keep_fraction)
+    f = ratio / q
+    pos = [i for i in range(len(ids)) if ids[i] >= 5]
+    for w0 in range(0, len(pos), window):
+        win = pos[w0 : w0 + window]
+        cand = [i for i in win if u[i][0] < q]
+        x = f * len(cand)
+        n_mask = math.floor(x)
+        if u[win[0]][1] < x - math.floor(x):
+            n_mask += 1
+        for i in sorted(cand, key=lambda i: (-ref_npmi_of(ids[i], npmi), i))[:n_mask]:
+            out[i] = True
     return out
 
 
@@ -167,13 +177,14 @@ def test_nonoverlapping_masks_match_reference(k):
     for trial in range(200):
         ids = random_tokens(data, k, "non-overlapping", max_len=400)
         ratio = float(data.choice([0.0, 0.05, 0.15, 0.5, 0.9]))
-        keep = float(data.choice([0.25, 0.5, 1.0]))
+        keep = float(data.choice([0.25, 0.3, 0.5, 1.0]))  # 0.9 / 0.25 > 1: the capped rate
+        window = int(data.choice([1, 2, k, 7, 500]))
         s = int(data.integers(1 << 30))
         got = random_mask_nonoverlapping(ids, ratio, np.random.default_rng(s))
         assert got.tolist() == ref_random_nonoverlapping(ids.tolist(), ratio, np.random.default_rng(s))
-        got = genemask_mask_nonoverlapping(ids, npmi, ratio, keep, np.random.default_rng(s))
-        want = ref_genemask_nonoverlapping(ids.tolist(), npmi, ratio, keep, np.random.default_rng(s))
-        assert got.tolist() == want, (trial, ids.tolist(), ratio, keep)
+        got = genemask_mask_nonoverlapping(ids, npmi, ratio, keep, window, np.random.default_rng(s))
+        want = ref_genemask_nonoverlapping(ids.tolist(), npmi, ratio, keep, window, np.random.default_rng(s))
+        assert got.tolist() == want, (trial, ids.tolist(), ratio, keep, window)
 
 
 def test_shared_stream_replays_across_calls():
@@ -197,7 +208,7 @@ def test_special_tokens_and_unk_never_masked():
         lambda: random_mask_overlapping(ids, 3, 1.0, rng),
         lambda: genemask_mask_overlapping(ids, npmi, 3, 1.0, 11, 1.0, 0, rng),
         lambda: random_mask_nonoverlapping(ids, 1.0, rng),
-        lambda: genemask_mask_nonoverlapping(ids, npmi, 1.0, 1.0, rng),
+        lambda: genemask_mask_nonoverlapping(ids, npmi, 1.0, 1.0, 3, rng),
     ):
         m = fn()
         assert not m[ids < NS].any()
@@ -252,18 +263,31 @@ def test_planted_high_npmi_kmer_attracts_the_span():
     assert np.flatnonzero(m).tolist() == list(range(36, 41))
 
 
-def test_planted_kmer_nonoverlapping_is_chosen():
+def test_planted_kmer_nonoverlapping_is_chosen_per_window():
     k = 3
-    ids = seq.tokenize("AAA" * 30, k, "non-overlapping")
+    ids = seq.tokenize("AAA" * 30, k, "non-overlapping")  # [CLS] + 30 k-mers + [SEP]
     npmi = np.zeros(4**k, dtype=np.float32)
     npmi[seq.kmer_to_id("GTC")] = 1.0
     planted = ids.copy()
-    planted[[7, 20]] = seq.kmer_to_id("GTC") + NS
-    # m = round(0.04 * 30) = 1; keep_fraction 1/30 makes all 30 maskable tokens candidates
-    m = genemask_mask_nonoverlapping(planted, npmi, 0.04, 1 / 30, np.random.default_rng(0))
-    assert np.flatnonzero(m).tolist() == [7]  # highest NPMI, leftmost of the two
-    m = genemask_mask_nonoverlapping(ids, npmi, 0.04, 1 / 30, np.random.default_rng(0))
-    assert np.flatnonzero(m).tolist() == [1]  # all tied -> leftmost maskable token
+    planted[[7, 9, 20]] = seq.kmer_to_id("GTC") + NS
+    # ratio 0.1 = keep_fraction: every token is a candidate (q = 1) and each window of 10
+    # masks exactly 0.1 * 10 = 1 token (no rounding): the highest NPMI of its window
+    for seed in range(3):
+        m = genemask_mask_nonoverlapping(planted, npmi, 0.1, 0.1, 10, np.random.default_rng(seed))
+        # windows: tokens 1-10 (GTC at 7 and 9: leftmost), 11-20 (GTC at 20), 21-30 (all tied)
+        assert np.flatnonzero(m).tolist() == [7, 11 + 9, 21]
+        m = genemask_mask_nonoverlapping(ids, npmi, 0.1, 0.1, 10, np.random.default_rng(seed))
+        assert np.flatnonzero(m).tolist() == [1, 11, 21]  # all tied -> leftmost of each window
+    # one window over the whole sequence (ranked over all 30): 3 masked, the three GTCs
+    m = genemask_mask_nonoverlapping(planted, npmi, 0.1, 0.1, 30, np.random.default_rng(0))
+    assert np.flatnonzero(m).tolist() == [7, 9, 20]
+    # windows count maskable tokens: [UNK] tokens are skipped when the windows are cut
+    unk = seq.tokenize("AAA" * 32, k, "non-overlapping")
+    unk[[7, 9, 20]] = seq.kmer_to_id("GTC") + NS
+    unk[[2, 3]] = seq.UNK_ID  # 30 maskable tokens: windows 1,4-12 | 13-22 | 23-32
+    for seed in range(3):
+        m = genemask_mask_nonoverlapping(unk, npmi, 0.1, 0.1, 10, np.random.default_rng(seed))
+        assert np.flatnonzero(m).tolist() == [7, 20, 23]
 
 
 def test_permuting_npmi_table_changes_spans():
@@ -288,6 +312,29 @@ def test_permuting_npmi_table_changes_spans():
     assert not np.array_equal(a, b)
 
 
+def test_permuting_npmi_table_changes_nonoverlapping_masks():
+    """The same draws with the NPMI values permuted across k-mers choose other tokens, and
+    the chosen tokens follow the table: their mean NPMI is well above the candidates'."""
+    k = 4
+    rng = np.random.default_rng(12)
+    npmi = rng.normal(size=4**k).astype(np.float32)
+    perm = npmi[rng.permutation(4**k)]
+    n_diff, picked, everyone = 0, {"a": [], "b": []}, []
+    for trial in range(30):
+        ids = seq.tokenize("".join(rng.choice(list("ACGT"), 400)), k, "non-overlapping")
+        s = int(rng.integers(1 << 30))
+        a = genemask_mask_nonoverlapping(ids, npmi, 0.3, 0.5, k, np.random.default_rng(s))
+        b = genemask_mask_nonoverlapping(ids, perm, 0.3, 0.5, k, np.random.default_rng(s))
+        n_diff += not np.array_equal(a, b)
+        picked["a"] += npmi[ids[a] - NS].tolist()
+        picked["b"] += perm[ids[b] - NS].tolist()
+        everyone += npmi[ids[maskable(ids)] - NS].tolist()
+    assert n_diff == 30
+    # top 60 % (0.3 / 0.5) of ~0.6 * 4 candidates per window: clearly above the mean
+    assert np.mean(picked["a"]) > np.mean(everyone) + 0.4
+    assert np.mean(picked["b"]) > np.mean(everyone) + 0.4
+
+
 # ----------------------------------------------------------------------------------------
 # achieved rates
 # ----------------------------------------------------------------------------------------
@@ -305,20 +352,31 @@ def test_random_overlapping_rate_k6():
     assert abs(_rate(masks, seqs) - expected) < 0.008
 
 
-def test_genemask_overlapping_rate_k6():
-    """GeneMask at centre 0.0176, span 11 on 510-token sequences (the pretraining length).
+@pytest.mark.parametrize("n_bases,n_ref", [(515, 1500), (133, 2000)])
+def test_genemask_overlapping_rate_k6(n_bases, n_ref):
+    """GeneMask at centre 0.0176, span 11 on 510-token sequences (the pretraining length) and
+    128-token ones (the training crop): the fast path's rate equals the expected rate,
+    estimated by Monte Carlo with the slow reference on other sequences and other draws.
 
-    ~9 centres per sequence on average; int(0.5 * n) <= 5 keeps all of them unless there are
-    12 or more, and several centres can pick the same high-NPMI token, so the rate is below
-    1 - (1 - 0.0176)**11 = 17.7 % (observed 14.9 %; 17.3 % at 128 tokens, where the top-half
-    rule never applies; 8.9 % at 2000 tokens, where it always does).
+    ~9 centres per 510 tokens; int(0.5 * n) <= 5 keeps all of them unless there are 12 or
+    more, and several centres can pick the same high-NPMI token, so the rate is below
+    1 - (1 - 0.0176)**11 = 17.7 % (~14.9 % at 510 tokens, ~17 % at 128 where the top-half
+    rule almost never applies). Standard errors: ~0.002 (fast, 1000 sequences) and ~0.002
+    (reference), so +-0.01 is ~3.5 sigma of their difference.
     """
-    rng = np.random.default_rng(6)
-    npmi = rng.normal(size=4**6).astype(np.float32)
-    seqs = [seq.tokenize("".join(rng.choice(list("ACGT"), 515)), 6, "overlapping") for _ in range(300)]
-    masks = [genemask_mask_overlapping(s, npmi, 6, 0.0176, 11, 0.5, 5, rng) for s in seqs]
-    rate = _rate(masks, seqs)
-    assert 0.14 < rate < 0.177, rate
+    k, npmi = 6, np.random.default_rng(6).normal(size=4**6).astype(np.float32)
+
+    def draw(seed, n):
+        rng = np.random.default_rng(seed)
+        return [seq.tokenize("".join(rng.choice(list("ACGT"), n_bases)), k, "overlapping") for _ in range(n)], rng
+
+    ref_seqs, rng = draw(60, n_ref)
+    ref_masks = [ref_genemask_overlapping(s.tolist(), npmi, k, 0.0176, 11, 0.5, 5, rng) for s in ref_seqs]
+    expected = sum(map(sum, ref_masks)) / sum(sum(ref_maskable(s.tolist())) for s in ref_seqs)
+    seqs, rng = draw(61, 1000)
+    rate = _rate([genemask_mask_overlapping(s, npmi, k, 0.0176, 11, 0.5, 5, rng) for s in seqs], seqs)
+    assert abs(rate - expected) < 0.01, (rate, expected)
+    assert 0.13 < expected < 0.177  # below the no-overlap, keep-all bound (see above)
 
 
 def test_nonoverlapping_rates():
@@ -327,8 +385,32 @@ def test_nonoverlapping_rates():
     seqs = [seq.tokenize("".join(rng.choice(list("ACGT"), 660)), 6, "non-overlapping") for _ in range(200)]
     masks = [random_mask_nonoverlapping(s, 0.5, rng) for s in seqs]
     assert abs(_rate(masks, seqs) - 0.5) < 0.015
-    masks = [genemask_mask_nonoverlapping(s, npmi, 0.5, 0.5, rng) for s in seqs]
-    assert all(int(m.sum()) == 55 for m in masks)  # exactly round(0.5 * 110)
+
+
+
+@pytest.mark.parametrize(
+    "ratio,keep,window",
+    [(0.5, 0.5, 6), (0.15, 0.5, 6), (0.3, 0.25, 4), (0.5, 0.3, 6), (0.5, 0.5, 7), (0.5, 0.5, 1), (0.07, 1.0, 25)],
+)
+def test_nonoverlapping_genemask_rate_is_mask_ratio(ratio, keep, window):
+    """The achieved rate over many barcode-length sequences is mask_ratio (+-0.01), also when
+    the candidate rate ratio / keep is capped at 1 (0.5 / 0.3), when the windows do not divide
+    the sequence (110 tokens, window 7 or 25) and with [UNK] tokens; each sequence's count
+    varies (stochastic rounding)."""
+    rng = np.random.default_rng(13)
+    npmi = rng.normal(size=4**6).astype(np.float32)
+    seqs = []
+    for _ in range(1000):
+        bases = rng.choice(list("ACGT"), int(rng.integers(600, 661)))
+        bases[int(rng.integers(0, 600)) :][: int(rng.integers(0, 20))] = "N"
+        seqs.append(seq.tokenize("".join(bases), 6, "non-overlapping"))
+    flat = np.concatenate(seqs)
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in seqs])])
+    params = {"mask_ratio": ratio, "keep_fraction": keep, "window": window}
+    got = masking.make_masks(flat, offsets, "genemask", "non-overlapping", 6, params, npmi, rng.random((len(flat), 2)))
+    masks = np.split(got, offsets[1:-1])
+    assert abs(_rate(masks, seqs) - ratio) < 0.01
+    assert len({int(m.sum()) for m in masks}) > 3
 
 
 def test_make_mask_dispatch_and_defaults():
@@ -340,7 +422,7 @@ def test_make_mask_dispatch_and_defaults():
         ("random", "overlapping", lambda r: random_mask_overlapping(ids, k, 0.025, r)),
         ("genemask", "overlapping", lambda r: genemask_mask_overlapping(ids, npmi, k, 0.0176, 11, 0.5, 5, r)),
         ("random", "non-overlapping", lambda r: random_mask_nonoverlapping(ids, 0.5, r)),
-        ("genemask", "non-overlapping", lambda r: genemask_mask_nonoverlapping(ids, npmi, 0.5, 0.5, r)),
+        ("genemask", "non-overlapping", lambda r: genemask_mask_nonoverlapping(ids, npmi, 0.5, 0.5, k, r)),
     ]
     for strategy, tok, direct in cases:
         got = make_mask(ids, strategy, tok, k, {}, npmi, np.random.default_rng(1))
@@ -353,6 +435,13 @@ def test_make_mask_dispatch_and_defaults():
         make_mask(ids, "random", "overlapping", k, {"bogus": 1}, None, rng)
     with pytest.raises(ValueError, match="strategy"):
         make_mask(ids, "pmi", "overlapping", k, {}, None, rng)
+    with pytest.raises(ValueError, match="window"):
+        make_mask(ids, "genemask", "non-overlapping", k, {"window": 0}, npmi, rng)
+    # window: k unless given
+    assert masking.resolve_masking_params("genemask", {}, k=6)["window"] == 6
+    assert masking.resolve_masking_params("genemask", {"window": 9}, k=6)["window"] == 9
+    got = make_mask(ids, "genemask", "non-overlapping", k, {"window": 9}, npmi, np.random.default_rng(1))
+    assert np.array_equal(got, genemask_mask_nonoverlapping(ids, npmi, 0.5, 0.5, 9, np.random.default_rng(1)))
 
 
 # ----------------------------------------------------------------------------------------
@@ -444,8 +533,9 @@ def test_load_npmi_table(tmp_path):
 @pytest.mark.parametrize("tokenization,k", [("overlapping", 3), ("overlapping", 6), ("non-overlapping", 3), ("non-overlapping", 6)])
 @pytest.mark.parametrize("strategy", ["random", "genemask"])
 def test_batch_masks_equal_per_sequence_masks(strategy, tokenization, k):
-    """make_masks over a concatenated batch, fed one uniform per token, gives each sequence
-    the mask make_mask gives it drawing rng.random(len(sequence)) from the same stream."""
+    """make_masks over a concatenated batch, fed the uniforms of all its tokens at once, gives
+    each sequence the mask make_mask gives it drawing rng.random(len(sequence)) (two per
+    token for non-overlapping genemask) from the same stream."""
     data = np.random.default_rng(300 + k)
     npmi = random_npmi(data, k)
     n_branch = 0
@@ -457,13 +547,17 @@ def test_batch_masks_equal_per_sequence_masks(strategy, tokenization, k):
             "keep_fraction": float(data.choice([0.3, 0.5, 1.0])),
             "min_keep": int(data.choice([0, 1, 5])),
             "mask_ratio": float(data.choice([0.0, 0.05, 0.5, 0.9])),
+            "window": int(data.choice([1, 3, 6, 40])),
         }
         s = int(data.integers(1 << 30))
         rng = np.random.default_rng(s)
         want = [make_mask(ids, strategy, tokenization, k, params, npmi, rng) for ids in seqs]
         flat = np.concatenate(seqs)
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in seqs])])
-        u = np.random.default_rng(s).random(len(flat))  # the same stream, drawn at once
+        two = strategy == "genemask" and tokenization == "non-overlapping"
+        assert masking.uniforms_per_token(strategy, tokenization) == (2 if two else 1)
+        shape = (len(flat), 2) if two else len(flat)
+        u = np.random.default_rng(s).random(shape)  # the same stream, drawn at once
         got = masking.make_masks(flat, offsets, strategy, tokenization, k, params, npmi, u)
         assert got.dtype == bool and got.tolist() == np.concatenate(want).tolist(), (trial, params)
         if tokenization == "overlapping" and strategy == "genemask":
@@ -473,5 +567,8 @@ def test_batch_masks_equal_per_sequence_masks(strategy, tokenization, k):
             )
     if tokenization == "overlapping" and strategy == "genemask":
         assert n_branch > 10  # the "keep only the top centres" branch was exercised
-    with pytest.raises(ValueError, match="one uniform per token"):
+    with pytest.raises(ValueError, match="uniform"):
         masking.make_masks(np.array([2, 9, 3]), np.array([0, 3]), strategy, tokenization, k, {}, npmi, np.zeros(2))
+    with pytest.raises(ValueError, match="uniform"):  # the wrong number per token
+        bad = np.zeros(3) if two else np.zeros((3, 2))
+        masking.make_masks(np.array([2, 9, 3]), np.array([0, 3]), strategy, tokenization, k, {}, npmi, bad)

@@ -65,7 +65,9 @@ def test_motif_recovery_by_hand(table):
         "n_motifs_recovered",
         "background",
         "enrichment",
+        "rule",
     ]
+    assert (res["rule"] == "consensus-substring").all()
     # background: the 4-mers (of all 256) inside a consensus or its reverse complement
     import itertools
 
@@ -94,6 +96,7 @@ def test_motif_recovery_edge_cases(table):
     # a swapped-in rule is used
     exact = motif_recovery(table, MOTIFS, n=4, top=[6], rule=lambda k, c: k == c)
     assert exact.loc[0, "n_matched_kmers"] == 1 and exact.loc[0, "n_motifs_recovered"] == 1
+    assert exact.loc[0, "rule"] == "custom:<lambda>"
 
 
 def test_annotate_top_kmers(table):
@@ -206,6 +209,9 @@ def test_jaspar_from_pyjaspar_offline():
     )
     res = motif_recovery(table, one, n=6, top=[1, 3])
     assert res["n_matched_kmers"].tolist() == [1, 1] and res["recall"].tolist() == [1.0, 1.0]
+    assert res["rule"].tolist() == ["pwm>=0.95"] * 2
+    strict = motif_recovery(table, one, n=6, top=[1], min_score=0.999)
+    assert strict.loc[0, "rule"] == "pwm>=0.999"
 
 
 def test_motif_tsv_errors(tmp_path):

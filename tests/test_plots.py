@@ -219,3 +219,63 @@ def test_taxon_colors_and_embedding_map(tmp_path):
     assert legend[:2] == ["Diptera", "Hymenoptera"] and legend[-1] == "other"
     with pytest.raises(ValueError, match="coordinates of shape"):
         plots.plot_embedding_map({"m": np.zeros((3, 2))}, labels, tmp_path / "bad.png")
+
+
+def _outside_figure(fig) -> list[str]:
+    """Texts (titles, labels, ticks, legends) whose drawn box leaves the figure: cut off in the PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # the canvas savefig used: same layout, same renderer
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    bad = []
+    artists = [fig._suptitle] + list(fig.legends)
+    for ax in fig.axes:
+        if ax.get_visible():
+            artists += [ax.title, ax.xaxis.label, ax.yaxis.label] + ax.get_xticklabels() + ax.get_yticklabels()
+    for a in artists:
+        if a is None or not a.get_visible() or (hasattr(a, "get_text") and not a.get_text()):
+            continue
+        ext = a.get_window_extent(renderer)
+        if ext.x0 < box.x0 - 1 or ext.x1 > box.x1 + 1 or ext.y0 < box.y0 - 1 or ext.y1 > box.y1 + 1:
+            bad.append(a.get_text() if hasattr(a, "get_text") else type(a).__name__)
+    return bad
+
+
+def test_fewshot_figure_fits_long_titles_and_legends_and_marks_scaled_tasks(tmp_path, fewshot_summary):
+    """One task, four series with long names: nothing is cut off; a fine-tuned line differs
+    from its probe line in more than the label; a shots_scale task says what was drawn."""
+    one = fewshot_summary[fewshot_summary["dataset"] == "Splice-40"]
+    tuned = one[one["model"] == "mlm-genemask"].assign(level="finetune")
+    table = pd.concat([one, tuned, one[one["model"] == "mae-random"].assign(model="mae-random-with-a-long-name")])
+    fig = plots.plot_fewshot(table, tmp_path / "one.png", metric="accuracy", shots_scale={"Splice-40": 10})
+    assert _outside_figure(fig) == []
+    assert "\n" in fig._suptitle.get_text()  # wrapped, not cut
+    ax = [a for a in fig.axes if a.get_visible()][0]
+    assert ax.get_title() == "Splice-40 (10 K drawn per class)"
+    assert [float(t) for t in ax.get_xticks()] == [5.0, 10.0, 30.0]  # the nominal K stays on the axis
+    styles = {}
+    for line in ax.get_lines():
+        if line.get_linestyle() not in ("None", ""):
+            styles[(to_hex(line.get_color()), line.get_linestyle(), to_hex(line.get_markerfacecolor()))] = True
+    assert len(styles) == 5  # every series is its own style, also the fine-tuned one of the same model
+
+
+@pytest.mark.parametrize("counts", [[4, 5, 4, 5], [6, 6, 6], [40, 41, 43, 44]])
+def test_bias_axes_keep_two_labelled_ticks_on_narrow_ranges(tmp_path, counts):
+    n = len(counts)
+    table = pd.concat([
+        pd.DataFrame({"model": "m", "dataset": "barcodes", "protocol": protocol, "level": level,
+                      "class": [f"c{i}" for i in range(n)], "train_count": counts, "support": 2,
+                      "accuracy": np.linspace(0.2, 0.9, n)})
+        for protocol, level in [("closed_world", "species"), ("open_world", "genus")]
+    ])
+    fig = plots.plot_bias(table, tmp_path / "bias.png")
+    for ax in [a for a in fig.axes if a.get_visible()]:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert len(ticks) >= 2, (counts, ticks, (lo, hi))
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert len(labels) >= 2
+    assert _outside_figure(fig) == []

@@ -129,6 +129,64 @@ def test_full_config_dry_run_builds_the_whole_dag(tmp_path):
     assert re.search(r"^    localrule: True$", download_rule, flags=re.M)
 
 
+def dry_run_jobs(out: str) -> list[dict]:
+    """Every job a ``snakemake -n`` log lists: rule, wildcards, threads and resources (parsed)."""
+    jobs = []
+    for m in re.finditer(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", out, flags=re.M):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", m.group(2), flags=re.M))
+        split = lambda text: dict(kv.split("=", 1) for kv in text.split(", ")) if text else {}  # noqa: E731
+        jobs.append({"rule": m.group(1), "wildcards": split(fields.get("wildcards", "")),
+                     "threads": int(fields.get("threads", 1)), "resources": split(fields.get("resources", ""))})
+    return jobs
+
+
+def test_slurm_profile_puts_gpu_jobs_on_the_gpu_partition(tmp_path):
+    """config/full.yaml through profiles/slurm (dry run, no SLURM needed): pretrain, embed and
+    fine-tuning few-shot jobs of the neural models ask for the GPU partition with their GPUs,
+    CPUs and memory; the k-mer baseline's embed and few-shot jobs stay on the CPU partition."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").symlink_to(ROOT / "config" / "config.yaml")
+    overlay = {"evaluation": {"fewshot": {"finetune": True}}, "models": {"genemask": {"gpus": 2}}}
+    (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    # --cores: a dry run caps threads at the local cores (1 by default); sbatch would not
+    proc = snakemake(tmp_path, "-n", "--workflow-profile", str(ROOT / "profiles" / "slurm"), "--cores", "64",
+                     "--configfile", str(ROOT / "config" / "full.yaml"), str(tmp_path / "overlay.yaml"))
+    jobs = dry_run_jobs(proc.stdout + proc.stderr)
+    cfg = merged("config.yaml", "full.yaml")
+    models, tasks = list(cfg["models"]), cfg["evaluation"]["fewshot"]["tasks"]
+    gpus = {m: 2 if m == "genemask" else cfg["training"]["gpus"] for m in models}
+    assert cfg["training"]["gpus"] == 1 and cfg["training"]["threads"] == 8
+    gpu_part, cpu_part = "CHANGE_ME_gpu_partition", "CHANGE_ME_cpu_partition"
+
+    def res(rule, **wildcards):
+        (job,) = [j for j in jobs if j["rule"] == rule and j["wildcards"] == {k: str(v) for k, v in wildcards.items()}]
+        r = job["resources"]
+        assert int(r["cpus_per_task"]) == job["threads"], job  # the profile's cpus_per_task: threads
+        return {k: r.get(k) for k in ("slurm_partition", "gpu", "cpus_per_task", "mem_mb", "runtime")}
+
+    for m in models:
+        assert res("pretrain", model=m) == {"slurm_partition": gpu_part, "gpu": str(gpus[m]), "cpus_per_task": "8",
+                                            "mem_mb": "32000", "runtime": "1440"}
+        for dataset in tasks + ["barcodes"]:
+            assert res("embed", model=m, dataset=dataset) == {"slurm_partition": gpu_part, "gpu": "1",
+                                                              "cpus_per_task": "4", "mem_mb": "16000", "runtime": "120"}
+        for task in tasks:
+            assert res("fewshot", model=m, task=task) == {"slurm_partition": gpu_part, "gpu": "1",
+                                                          "cpus_per_task": "4", "mem_mb": "16000", "runtime": "480"}
+    for dataset in tasks + ["barcodes"]:
+        assert res("embed", model="kmer", dataset=dataset) == {"slurm_partition": cpu_part, "gpu": "0",
+                                                               "cpus_per_task": "4", "mem_mb": "16000", "runtime": "120"}
+    for task in tasks:  # the baseline is always probed on frozen embeddings
+        assert res("fewshot", model="kmer", task=task) == {"slurm_partition": cpu_part, "gpu": "0",
+                                                           "cpus_per_task": "1", "mem_mb": "4000", "runtime": "120"}
+    # no other job asks for a GPU or lands on the GPU partition
+    gpu_rules = {"pretrain", "embed", "fewshot"}
+    others = [j for j in jobs if j["rule"] not in gpu_rules and j["rule"] != "all"]
+    assert others and all(j["resources"].get("gpu", "0") == "0" for j in others)
+    assert all(j["resources"]["slurm_partition"] == cpu_part for j in others)
+    assert {j["threads"] for j in jobs if j["rule"] == "taxonomy"} == {16}
+
+
 # --------------------------------------------------------------------------- a run of the data rules
 
 

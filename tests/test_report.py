@@ -15,6 +15,20 @@ def _rows(model, dataset, protocol, level, metric, values, shots=np.nan):
     ]
 
 
+def _table(md: str, header_start: str) -> dict[str, list[str]]:
+    """The cells of the markdown table whose header starts with ``header_start``: row label
+    -> the other cells, stripped."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    out = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        out[cells[0]] = cells[1:]
+    return out
+
+
 @pytest.fixture()
 def metrics():
     rows = []
@@ -73,4 +87,38 @@ def test_summary_html_renders_the_markdown_tables(metrics):
     assert "<th>accuracy K=10</th>" in page and "<td><b>0.900 ± 0.000</b></td>" in page
     assert "<h2>Few-shot classification (K examples per class)</h2>" in page
     assert "<code>kmer</code>" in page and "|" not in page.split("<body>")[1].replace("</table>", "")
-    assert report.summary_html("a < b & `x`") .count("&lt; b &amp; <code>x</code>") == 1
+    assert report.summary_html("a < b & `x`").count("&lt; b &amp; <code>x</code>") == 1
+
+
+def test_summary_cells_hand_computed():
+    """Two models, cell by cell: mean ± sample std, bold best, chance level never bold, and a
+    single model (``models=``) is not bolded against itself."""
+    rows = (
+        _rows("kmer", "prom", "fewshot", "probe", "accuracy", [0.8, 0.9], shots=10.0)
+        + _rows("dnabert", "prom", "fewshot", "probe", "accuracy", [0.5, 0.7], shots=10.0)
+        + _rows("kmer", "barcodes", "open_world", "genus", "accuracy", [0.6])
+        + _rows("dnabert", "barcodes", "open_world", "genus", "accuracy", [0.3])
+        + _rows("kmer", "barcodes", "open_world", "genus", "chance_accuracy", [0.04])
+        + _rows("dnabert", "barcodes", "open_world", "genus", "chance_accuracy", [0.04])
+    )
+    metrics = report.collect([pd.DataFrame(rows)])
+    md = report.summary_markdown(metrics)
+    few = _table(md, "| model | accuracy K=10")
+    assert few == {"dnabert": ["0.600 ± 0.141"], "kmer": ["**0.850 ± 0.071**"]}  # std of (0.8, 0.9): 0.0707
+    assert _table(md, "| model | accuracy | chance_accuracy") == {
+        "dnabert": ["0.300", "0.040"], "kmer": ["**0.600**", "0.040"]
+    }
+    alone = _table(report.summary_markdown(metrics, models=["dnabert"]), "| model | accuracy K=10")
+    assert alone == {"dnabert": ["0.600 ± 0.141"]}
+
+
+def test_summary_names_the_examples_drawn_under_a_scaled_task(metrics):
+    """evaluation.fewshot.shots_scale: the columns keep the nominal K, the task says what was drawn."""
+    rows = _rows("kmer", "splice-40", "fewshot", "probe", "accuracy", [0.5, 0.6], shots=10.0)
+    both = report.collect([metrics, pd.DataFrame(rows)])
+    md = report.summary_markdown(both, shots_scale={"splice-40": 10, "prom": 1})
+    lines = md.splitlines()
+    assert "**splice-40** (K is nominal: 10 K examples drawn per class)" in lines
+    assert "**prom**" in lines  # factor 1: nothing added
+    assert _table(md[md.index("**splice-40**"):], "| model | accuracy K=10") == {"kmer": ["0.550 ± 0.071"]}
+    assert "drawn per class" not in report.summary_markdown(both)

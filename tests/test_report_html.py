@@ -150,7 +150,9 @@ def report_html(tmp_path_factory):
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg["results"] = "results"
     cfg["models"] = {"tiny": {"preset": "dnabert"}}
-    cfg["evaluation"]["fewshot"].update(tasks=["prom"], shots=[5, 10], n_repeats=2, max_iter=200)
+    # shots_scale 2: each K draws 2 K per class (the train pool has 30 per class)
+    cfg["evaluation"]["fewshot"].update(tasks=["prom"], shots=[5, 10], n_repeats=2, max_iter=200,
+                                        shots_scale={"prom": 2})
     cfg["report"]["embedding_map"] = {"method": "pca", "split": "test", "rank": "family"}
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     (workdir / "Snakefile").write_text(SNAKEFILE.format(root=ROOT, figures=FIGURES))
@@ -171,6 +173,13 @@ def test_report_rules_write_tables_and_figures(report_html):
     assert set(per_class["level"]) == {"species", "genus"} and per_class["accuracy"].between(0, 1).all()
     html = (results / "report" / "summary.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "<table>" in html and "| tiny" not in html
+    # evaluation.fewshot.shots_scale reached the rule: nominal K in metrics.tsv, 2 K drawn per class
+    few = metrics[metrics["protocol"] == "fewshot"]
+    assert sorted(set(few["shots"].astype(float))) == [5.0, 10.0]
+    for model in ("tiny", "kmer"):
+        table = pd.read_csv(results / "eval" / "fewshot" / model / "prom.tsv", sep="\t")
+        assert (table["per_class"] == 2 * table["shots"]).all() and len(table) == 2 * 2 * 3
+    assert "<b>prom</b> (K is nominal: 2 K examples drawn per class)" in html
     for name in FIGURES:
         assert (results / "report" / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     page = (report_html / "report.html").read_text()

@@ -9,7 +9,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE_FILES = sorted((ROOT / "rules").glob("*.smk"))
-HEAVY = {"count_kmers", "npmi_table", "pretrain", "embed", "fewshot", "taxonomy"}
+# Rules whose cost grows with the data (or that move it over the network): each needs a
+# benchmark: file, so BENCHMARKS.md can be refreshed from results/benchmarks/.
+HEAVY = {
+    "download", "extract_member", "simulate_genome", "simulate_barcodes", "prepare_genome",
+    "prepare_barcodes", "prepare_task", "plan_kmer_shards", "count_kmers", "merge_kmers",
+    "npmi_table", "genome_corpus", "barcode_corpus", "pretrain", "embed", "fewshot", "taxonomy",
+    "clustering", "probing", "plot_embedding_map",
+}
 
 
 def rule_blocks():
@@ -45,9 +52,10 @@ REQ = pins(ROOT / "requirements.txt")
 def test_rules_found():
     names = [name for _, name, _ in rule_blocks()]
     assert len(names) >= 15 and len(set(names)) == len(names)
+    assert HEAVY <= set(names), f"heavy rules not found (renamed?): {sorted(HEAVY - set(names))}"
 
 
-@pytest.mark.parametrize("path,name,body", rule_blocks(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("path,name,body", rule_blocks(), ids=[name for _, name, _ in rule_blocks()])
 def test_rule_has_required_directives(path, name, body):
     for key in ("output", "log", "threads", "conda"):
         assert directive(body, key) is not None, f"{path.name}: rule {name} lacks {key}:"
@@ -92,3 +100,42 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make demo" in readme
     assert [l for l in ci.splitlines() if l and not l.startswith("#") and not l.startswith("set ") and not l.startswith("cd ")] == ["make test"]
+
+
+def test_sysdeps_installs_the_others_when_one_package_is_unavailable(tmp_path):
+    """tools/sysdeps.sh with a fake apt-get that cannot install `nosuchpkg` (as chromium on
+    Ubuntu): the other packages still get installed, and the failing one is named."""
+    import os
+    import shutil
+    import subprocess
+
+    tools, bin_dir, state = tmp_path / "tools", tmp_path / "bin", tmp_path / "installed"
+    tools.mkdir()
+    bin_dir.mkdir()
+    state.write_text("")
+    shutil.copy(ROOT / "tools" / "sysdeps.sh", tools / "sysdeps.sh")
+    (tools / "apt-packages.txt").write_text("# comment\nalpha beta\nnosuchpkg\ngamma  # trailing comment\n")
+    (bin_dir / "apt-get").write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {tmp_path}/calls\n'
+        '[ "$1" = update ] && exit 0\n'
+        'pkgs=(); for a in "$@"; do case $a in -*|install) ;; *) pkgs+=("$a");; esac; done\n'
+        'for p in "${pkgs[@]}"; do [ "$p" = nosuchpkg ] && { echo "E: Unable to locate package $p"; exit 100; }; done\n'
+        f'printf "%s\\n" "${{pkgs[@]}}" >> {state}\n'
+    )
+    (bin_dir / "dpkg-query").write_text(
+        f'#!/usr/bin/env bash\ngrep -qx "${{@: -1}}" {state} && printf "install ok installed" || exit 1\n'
+    )
+    (bin_dir / "id").write_text("#!/usr/bin/env bash\necho 0\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SYSDEPS_LOG=str(tmp_path / "apt.log"))
+    proc = subprocess.run(["bash", str(tools / "sysdeps.sh")], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(state.read_text().split()) == ["alpha", "beta", "gamma"]
+    assert "could not install nosuchpkg (" in proc.stderr, proc.stderr
+    assert "installed the others: alpha beta gamma" in proc.stderr, proc.stderr
+    assert "Unable to locate package nosuchpkg" in (tmp_path / "apt.log").read_text()
+    # all at once, update, all at once again, then one by one
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[1] == "update -qq" and sum("install" in c and "nosuchpkg" in c for c in calls) == 3

@@ -112,12 +112,13 @@ def cluster():
         pytest.skip(reason)
     env = dict(os.environ, SLURM_LOCAL_DIR=str(STATE_DIR), SLURM_LOCAL_WITH_DBD="0", SLURM_LOCAL_SMOKE="1")
     already_up = cluster_up()  # a cluster of tools/slurm-local someone started: used, left running
-    if not already_up:
-        t0 = time.monotonic()
-        proc = subprocess.run(["bash", str(SLURM_TOOLS / "start_slurm.sh")], capture_output=True, text=True, env=env, timeout=600)
-        if proc.returncode != 0:
-            pytest.fail(f"start_slurm.sh failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        print(f"SLURM cluster ready in {time.monotonic() - t0:.0f} s")
+    # run even then: the script is idempotent and brings an older configuration up to date
+    # (restarting the daemons), e.g. MinJobAge, which test_sbatch_got_the_profile_resources needs
+    t0 = time.monotonic()
+    proc = subprocess.run(["bash", str(SLURM_TOOLS / "start_slurm.sh")], capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"start_slurm.sh failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    print(f"SLURM cluster ready in {time.monotonic() - t0:.0f} s")
     yield
     if not already_up:
         subprocess.run(["bash", str(SLURM_TOOLS / "stop_slurm.sh")], env=env, timeout=180)
@@ -226,10 +227,12 @@ def test_sbatch_got_the_profile_resources(slurm_run):
     workdir, out = slurm_run
     by_rule = submissions(out)
     (pretrain_id,) = by_rule["pretrain"]
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    min_age = int(re.search(r"^MinJobAge\s*=\s*(\d+)", config, flags=re.M).group(1))
+    assert min_age >= 3600, f"MinJobAge={min_age} s: finished jobs leave slurmctld before they are checked"
     info = subprocess.run(["scontrol", "show", "job", pretrain_id], capture_output=True, text=True)
-    if "Invalid job id" in info.stdout + info.stderr:
-        pytest.skip("the pretrain job already left slurmctld's memory (MinJobAge)")
     text = info.stdout
+    assert info.returncode == 0 and f"JobId={pretrain_id}" in text, info.stdout + info.stderr
     assert "JobState=COMPLETED" in text and "ExitCode=0:0" in text, text
     assert "Partition=debug" in text, text
     minutes = int(yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["set-resources"]["pretrain"]["runtime"])

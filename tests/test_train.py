@@ -390,7 +390,11 @@ def test_metrics_file_and_mask_rate(random_corpus_path, tmp_path):
     assert abs(summary["mean_mask_rate"] - 0.3) < 0.03
 
 
-def test_genemask_training_uses_npmi_table(random_corpus_path, tmp_path):
+@pytest.mark.parametrize("tokenization", ["overlapping", "non-overlapping"])
+def test_genemask_training_uses_npmi_table(random_corpus_path, tmp_path, tokenization):
+    from dnalm.corpus import load_corpus
+    from dnalm.masking import load_npmi_table
+
     k = 3
     kmers = seq.all_kmers(k)
     rng = np.random.default_rng(0)
@@ -407,11 +411,35 @@ def test_genemask_training_uses_npmi_table(random_corpus_path, tmp_path):
     )
     npmi = tmp_path / "npmi.tsv"
     df.to_csv(npmi, sep="\t", index=False)
-    cfg = tiny(masking="genemask", steps=6, masking_params={"center_prob": 0.05, "span": 5})
+    permuted = tmp_path / "npmi_permuted.tsv"  # the same values, given to other k-mers
+    df.assign(npmi=rng.permutation(df["npmi"].to_numpy())).to_csv(permuted, sep="\t", index=False)
+    params = {"center_prob": 0.05, "span": 5, "mask_ratio": 0.3}
+    cfg = tiny(masking="genemask", tokenization=tokenization, steps=6, masking_params=params)
     summary, steps = run(cfg, random_corpus_path, tmp_path, "g", npmi_path=npmi)
     assert steps == list(range(1, 7)) and 0.05 < summary["mean_mask_rate"] < 0.4
     with pytest.raises(ValueError, match="npmi"):
         run(cfg, random_corpus_path, tmp_path, "g2")
+
+    # the Batcher looks the NPMI up by k-mer content: with span 1 (overlapping) the masked
+    # tokens are the best of their windows under the table in use, so a permuted table picks
+    # other tokens from the same draws, and each table's picks score high under that table only
+    one = tiny(masking="genemask", tokenization=tokenization, batch_size=64, masking_params={**params, "span": 1})
+    corpus = load_corpus(random_corpus_path)
+    tables = {name: load_npmi_table(path, k) for name, path in (("orig", npmi), ("perm", permuted))}
+    masks, scores = {}, {}
+    for name, table in tables.items():
+        batcher = Batcher(corpus, one, table, np.random.default_rng(4))
+        batches = [batcher.next() for _ in range(5)]
+        masks[name] = np.concatenate([b.mask.ravel() for b in batches])
+        masked = np.concatenate([b.labels[b.mask] for b in batches]) - seq.N_SPECIAL
+        scores[name] = {t: float(tab[masked].mean()) for t, tab in tables.items()}
+        everything = np.concatenate([b.labels[b.labels >= seq.N_SPECIAL] for b in batches]) - seq.N_SPECIAL
+    assert masks["orig"].shape == masks["perm"].shape and masks["orig"].sum() > 100
+    assert (masks["orig"] != masks["perm"]).sum() > 0.5 * masks["orig"].sum()
+    baseline = float(tables["orig"][everything].mean())  # ~0: the tables' values are U(-1, 1)
+    for name, other in (("orig", "perm"), ("perm", "orig")):
+        assert scores[name][name] > baseline + 0.15  # the best candidates by this table (~+0.3)
+        assert abs(scores[name][other] - baseline) < 0.1  # unrelated to the other table
 
 
 def test_config_hash_mismatch_ignores_checkpoint(random_corpus_path, tmp_path, caplog):
@@ -549,6 +577,63 @@ def test_kill_and_resume_reaches_identical_weights(random_corpus_path, tmp_path)
     _, steps = run(cfg, random_corpus_path, tmp_path, "s")
     assert steps[0] == 21
     assert_same_weights(weights(tmp_path / "ref_mlm_model"), weights(tmp_path / "s_model"))
+
+
+def test_tokens_per_s_after_a_resume_counts_training_time_only(random_corpus_path, tmp_path):
+    """checkpoint_every 5, log_every 10, stopped after step 6 and resumed: the row at step 10
+    sums the tokens of steps 1-10, and its tokens_per_s divides them by the time those steps
+    took (>= 1 s slept before the checkpoint), not by the time since the resume."""
+    from dnalm.corpus import load_corpus
+
+    cfg = tiny(steps=10, checkpoint_every=5, log_every=10)
+
+    class Stop(Exception):
+        pass
+
+    def slow_then_stop(step):
+        if step < 5:
+            time.sleep(0.25)  # steps 1-4: 1 s of the interval passes before the checkpoint
+        if step == 6:
+            raise Stop
+
+    t0 = time.perf_counter()
+    with pytest.raises(Stop):
+        train(cfg, random_corpus_path, tmp_path / "t_model", tmp_path / "t_metrics.tsv", tmp_path / "t_ckpt",
+              step_callback=slow_then_stop)  # fmt: skip
+    first_wall = time.perf_counter() - t0
+    time.sleep(0.5)  # down time: counted by neither interpretation of the interval
+    t0 = time.perf_counter()
+    _, steps = run(cfg, random_corpus_path, tmp_path, "t")
+    resumed_wall = time.perf_counter() - t0
+    assert steps == [6, 7, 8, 9, 10]
+    (row,) = pd.read_csv(tmp_path / "t_metrics.tsv", sep="\t").to_dict("records")
+    assert row["step"] == 10
+    # the interval's tokens, replayed from the run's generator (one micro-batch per step)
+    batcher = Batcher(load_corpus(random_corpus_path), cfg, None, np.random.default_rng([cfg.seed, 0]))
+    tokens = sum(batcher.next().n_tokens for _ in range(10))
+    assert tokens / (first_wall + resumed_wall) <= row["tokens_per_s"] <= tokens / 1.0
+
+
+def test_bench_train_quick_smoke(tmp_path):
+    """benchmarks/bench_train.py --quick (tiny model, 3 steps, 1 round) runs and reports
+    throughput for the Trainer and for dnalm, and the pipeline rate of every preset."""
+    pytest.importorskip("accelerate")
+    out = tmp_path / "bench.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+    proc = subprocess.run(
+        [PY, str(script), "--quick", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    tp = res["throughput"]
+    assert {"trainer (HF Trainer, MLM)", "dnalm MLM", "dnalm MAE (barcodes, 50 % masked)"} <= tp.keys()
+    for name in ("trainer (HF Trainer, MLM)", "dnalm MLM"):
+        assert len(tp[name]["rounds"]) == 1 and tp[name]["best"] > 0 and math.isfinite(tp[name]["best"])
+    assert res["speedup_vs_trainer"]["dnalm MLM"]["of_bests"] > 0
+    from dnalm.config import PRESETS
+
+    assert set(res["pipeline"]) == set(PRESETS) and all(r["tokens_per_s"] > 0 for r in res["pipeline"].values())
 
 
 ROUNDTRIP = textwrap.dedent("""

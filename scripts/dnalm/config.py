@@ -133,7 +133,23 @@ def resolve_model(config: dict, name: str) -> dict:
     for key in ("architecture", "masking", "tokenization", "k", "corpus"):
         if key not in resolved:
             raise ConfigError(f"config key 'models.{name}.{key}': required (set it or choose a preset)")
+    _check_device(config, name, entry, resolved)
     return resolved
+
+
+def _check_device(config: dict, name: str, entry: dict, resolved: dict) -> None:
+    """``device: cuda`` needs ``gpus`` >= 1: a job whose ``gpu`` resource is 0 sees no GPU
+    (dnalm.gpus hides every device from it), so it could only fail once it has started."""
+    device = str(resolved.get("device", "auto"))
+    gpus = resolved.get("gpus", 0)
+    if device.startswith("cuda") and gpus < 1:
+        key = f"models.{name}.device" if "device" in entry else "training.device"
+        gpus_key = f"models.{name}.gpus" if "gpus" in entry else "training.gpus"
+        raise ConfigError(
+            f"config key '{key}': device {device!r} for model {name!r} needs a GPU, but its "
+            f"'{gpus_key}' is {gpus}, so its jobs hold no GPU and can never see one; set "
+            f"'{gpus_key}' to 1 (or more), or the device to 'auto' (GPU when the job holds one) or 'cpu'"
+        )
 
 
 def train_settings(resolved: dict) -> dict:

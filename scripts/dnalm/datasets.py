@@ -43,10 +43,14 @@ def read_task(path) -> pd.DataFrame:
     return df
 
 
-def read_barcodes(path) -> pd.DataFrame:
-    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    _require(df, BARCODE_COLUMNS, path)
-    return df
+def read_barcodes(path, columns=None) -> pd.DataFrame:
+    """The barcode table; ``columns`` (a subset of :data:`BARCODE_COLUMNS`) reads only those,
+    e.g. no ``dna_barcode`` where only labels are needed (BIOSCAN-5M's 5M sequences are
+    several GB as Python strings)."""
+    header = pd.read_csv(path, sep="\t", dtype=str, nrows=0)
+    _require(header, BARCODE_COLUMNS, path)
+    usecols = None if columns is None else list(columns)
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, usecols=usecols)
 
 
 def dataset_sequences(paths: list[str], dataset: str, splits=None) -> tuple[list[str], list[str]]:
@@ -174,9 +178,12 @@ def convert_task(train_path, test_path, task: str, fmt: str = "auto") -> tuple[p
     unknown = set(parts["test"]["label"]) - set(parts["train"]["label"])
     if unknown:
         raise InputError(test_path, f"label(s) {sorted(map(str, unknown))} never occur in the train file {train_path}")
-    overlap = parts["test"]["sequence"].isin(set(parts["train"]["sequence"])).sum()
-    if overlap:
-        log.warning("%s: %d test sequence(s) also occur in the train file", task, int(overlap))
+    shared = parts["test"]["sequence"].isin(set(parts["train"]["sequence"]))
+    if shared.any():
+        log.warning(
+            "%s: %d test row(s) (%d distinct sequence(s)) also occur in the train file %s; kept",
+            task, int(shared.sum()), parts["test"].loc[shared, "sequence"].nunique(), train_path,
+        )
     log.info(
         "%s: train %d rows, test %d rows, labels %s, lengths %d-%d bp",
         task, len(parts["train"]), len(parts["test"]), sorted(set(labels.tolist())),

@@ -1,12 +1,12 @@
 """Checked downloads and safe archive extraction.
 
-:func:`download` streams a URL into a temporary file next to the destination, retries
+:func:`download` streams a URL into ``<destination>.part`` next to the destination, retries
 with exponential back-off, resumes with an HTTP ``Range`` request where the server
-supports it (and starts again where it does not), checks the transfer length and the
-configured checksums, and only then renames the file onto its destination. Whatever goes
-wrong (HTTP error, dropped connection after the last retry, truncated body, checksum
-mismatch) raises :class:`DownloadError` naming the URL and the problem, and no partial
-file is left behind.
+supports it (and starts again where it does not), also after the process was killed,
+checks the transfer length and the configured checksums, and only then renames the file
+onto its destination. Whatever goes wrong (HTTP error, dropped connection after the last
+retry, truncated body, checksum mismatch, disk full) raises :class:`DownloadError` naming
+the URL and the problem; the destination is never a partial file.
 
 :func:`verify_checksums` checks a local file against ``md5``, ``sha256`` and/or
 ``git_sha1`` (the git blob hash GitHub shows for a file: SHA-1 of ``"blob <size>\\0"`` plus
@@ -19,8 +19,12 @@ and special files, so an archive can never write outside the target folder.
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
+import json
 import logging
+import os
 import re
 import shutil
 import tarfile
@@ -130,46 +134,138 @@ def _content_range(value: str | None) -> tuple[int | None, int | None, int | Non
     return num(m.group(1)), num(m.group(2)), num(m.group(3))
 
 
-def _fetch(session, url: str, tmp: Path, timeout: float) -> None:
-    """One attempt: continue ``tmp`` from its current size (Range) or start it again."""
+def partial_path(dest) -> Path:
+    """Where :func:`download` keeps the bytes received so far for ``dest``: ``<dest>.part``."""
+    dest = Path(dest)
+    return dest.with_name(dest.name + ".part")
+
+
+def _meta_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+class _LocalWriteError(Exception):
+    """Writing the partial file failed (e.g. disk full): not a network problem."""
+
+
+def _local_problem(part: Path, exc: OSError) -> str:
+    try:
+        have = part.stat().st_size
+    except OSError:
+        have = 0
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        what = "disk full (or quota exceeded)"
+    else:
+        what = "cannot write the file"
+    return (
+        f"{what} while writing {part} after {have} bytes ({type(exc).__name__}: {exc}); not retried. "
+        f"Free space in {part.parent} (data.download.dir) and rerun: the download resumes from {part.name}"
+    )
+
+
+def _clean_stale(dest: Path) -> None:
+    """Remove temporaries of killed runs that can never be resumed: the random-named files
+    of :func:`dnalm.io.atomic_path` (``.<name>.*.tmp*``, as earlier versions downloaded).
+    (A ``.part`` without matching metadata is discarded by :func:`_fetch`.)"""
+    for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp*"):
+        log.info("removing the stale temporary file %s of an interrupted run", stale)
+        stale.unlink(missing_ok=True)
+
+
+def _load_meta(part: Path, url: str) -> dict | None:
+    """The stored response validators of ``part`` if it is a partial download of ``url``."""
+    meta = _meta_path(part)
+    try:
+        info = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("url") == url else None
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _meta_path(part).unlink(missing_ok=True)
+
+
+def _validator(resp) -> dict:
+    """Headers that identify the version of the file (for ``If-Range`` when resuming)."""
+    etag = resp.headers.get("ETag")
+    return {
+        "etag": etag if etag and not etag.startswith("W/") else None,  # If-Range needs a strong ETag
+        "last_modified": resp.headers.get("Last-Modified"),
+    }
+
+
+def _fetch(session, url: str, part: Path, timeout: float, state: dict) -> None:
+    """One attempt: continue ``part`` from its current size (Range) or start it again.
+
+    Sets ``state["resumed"]`` when bytes already in ``part`` are kept (the server resumed).
+    """
     import urllib3
 
-    have = tmp.stat().st_size
+    have = part.stat().st_size if part.exists() else 0
+    meta = _load_meta(part, url) if have else None
+    if have and meta is None:  # bytes of unknown origin: never append to them
+        _discard(part)
+        have = 0
     headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT}
     if have:
         headers["Range"] = f"bytes={have}-"
+        if meta.get("etag") or meta.get("last_modified"):
+            headers["If-Range"] = meta.get("etag") or meta["last_modified"]
     with session.get(url, stream=True, headers=headers, timeout=timeout, allow_redirects=True) as resp:
         status = resp.status_code
         if status == 416 and have:
             _, _, total = _content_range(resp.headers.get("Content-Range"))
             if total == have:
-                return  # the previous attempt had in fact received everything
-            tmp.write_bytes(b"")
+                state["resumed"] = True
+                return  # an earlier attempt had in fact received everything
+            _discard(part)
             raise _Retry(f"the server refused to resume at byte {have}; starting again")
         if status >= 400:
             msg = f"HTTP {status} {resp.reason or ''}".strip()
             if status in RETRY_STATUS:
                 raise _Retry(msg)
+            _discard(part)
             raise DownloadError(url, f"{msg}; not retried")
         if have and status == 206:
             start, _, total = _content_range(resp.headers.get("Content-Range"))
             if start != have:
-                tmp.write_bytes(b"")
+                _discard(part)
                 raise _Retry(f"the server resumed at byte {start}, not {have}; starting again")
             mode, expected = "ab", total
+            state["resumed"] = True
             log.info("%s: resuming at byte %d", url, have)
         else:
             if have:
-                log.info("%s: the server does not support resuming; starting again", url)
+                log.info("%s: the server does not resume (HTTP %d to a Range request); starting again", url, status)
             length = resp.headers.get("Content-Length")
             mode, expected = "wb", int(length) if length and length.isdigit() else None
+            try:  # metadata first: a partial file without it is never resumed
+                _meta_path(part).write_text(json.dumps({"url": url, **_validator(resp)}))
+            except OSError as exc:
+                raise _LocalWriteError(_local_problem(part, exc)) from exc
+        stream = resp.raw.stream(CHUNK, decode_content=False)
         try:
-            with open(tmp, mode) as out:
-                for block in resp.raw.stream(CHUNK, decode_content=False):
+            out = open(part, mode)
+        except OSError as exc:
+            raise _LocalWriteError(_local_problem(part, exc)) from exc
+        try:
+            with out:
+                while True:
+                    try:
+                        block = next(stream, None)
+                    except (urllib3.exceptions.HTTPError, OSError) as exc:
+                        out.flush()
+                        raise _Retry(
+                            f"connection broken after {out.tell()} bytes ({type(exc).__name__}: {exc})"
+                        ) from exc
+                    if block is None:
+                        break
                     out.write(block)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _Retry(f"connection broken after {tmp.stat().st_size} bytes ({type(exc).__name__}: {exc})") from exc
-    size = tmp.stat().st_size
+        except OSError as exc:  # write, flush or close of the local file (network errors are _Retry)
+            raise _LocalWriteError(_local_problem(part, exc)) from exc
+    size = part.stat().st_size
     if expected is not None and size != expected:
         raise _Retry(f"truncated transfer: got {size} of {expected} bytes")
 
@@ -183,37 +279,75 @@ def download(
     timeout: float = 60.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Path:
-    """Download ``url`` to ``dest`` (atomically) and verify it; returns ``dest``.
+    """Download ``url`` to ``dest`` and verify it; returns ``dest``.
 
+    The bytes go to ``<dest>.part`` (with ``<dest>.part.json``: the URL and the server's
+    ETag / Last-Modified), which is renamed onto ``dest`` only once complete and verified.
     ``retries`` further attempts follow a failed one after ``backoff * 2**i`` seconds
-    (capped at 5 minutes); each continues the partial file with a ``Range`` request.
-    4xx errors other than 408/425/429 are not retried. ``timeout`` bounds connecting and
-    each read of the socket (not the whole transfer).
+    (capped at 5 minutes); each continues the partial file with a ``Range`` request
+    (``If-Range``: only if the file has not changed), and so does a rerun after the process
+    was killed. A server that answers a ``Range`` request with the whole file starts it
+    again. 4xx errors other than 408/425/429 are not retried, nor is a failed local write
+    (disk full). A checksum mismatch deletes the partial file; if bytes of an earlier
+    attempt were reused, the file is first downloaded once more from scratch. After the last
+    retry of a network failure the partial file is kept, so a rerun resumes it. ``timeout``
+    bounds connecting and each read of the socket (not the whole transfer).
     """
     import requests
-    import urllib3
 
     pinned = check_checksum_spec(checksums, where=url)
     if not pinned:
         log.warning("%s: no checksum pinned; only the transfer length is checked", url)
     dest = Path(dest)
-    with atomic_path(dest) as tmp, requests.Session() as session:
-        attempt = 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = partial_path(dest)
+    _clean_stale(dest)
+    if part.exists() and _load_meta(part, url) is not None:
+        log.info("%s: found %s (%d bytes) of an interrupted run", url, part, part.stat().st_size)
+    again = True  # one fresh download after a mismatch of a resumed file
+    with requests.Session() as session:
         while True:
+            state = {"resumed": False}
+            _transfer(session, url, part, retries, backoff, timeout, sleep, state)
+            size = part.stat().st_size
             try:
-                _fetch(session, url, tmp, timeout)
-                break
-            except (_Retry, requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                attempt += 1
-                if attempt > retries:
-                    raise DownloadError(url, f"download failed after {attempt} attempt(s): {exc}") from None
-                delay = min(backoff * 2 ** (attempt - 1), 300.0)
-                log.warning("%s: attempt %d failed (%s); retrying in %.1f s", url, attempt, exc, delay)
-                sleep(delay)
-        size = tmp.stat().st_size
-        got = verify_checksums(tmp, pinned, name=url)
-        log.info("%s: %d bytes%s", url, size, "".join(f", {k} {v} verified" for k, v in got.items()))
+                got = verify_checksums(part, pinned, name=url)
+            except ChecksumError as exc:
+                _discard(part)
+                if not (state["resumed"] and again):
+                    raise
+                # the bytes kept from before may belong to another version of the file
+                log.warning("%s: %s after resuming; downloading it again from the start", url, exc)
+                again = False
+                continue
+            break
+    os.replace(part, dest)
+    _meta_path(part).unlink(missing_ok=True)
+    log.info("%s: %d bytes%s", url, size, "".join(f", {k} {v} verified" for k, v in got.items()))
     return dest
+
+
+def _transfer(session, url, part, retries, backoff, timeout, sleep, state) -> None:
+    """Attempts of :func:`_fetch` until ``part`` holds the whole body (or DownloadError)."""
+    import requests
+    import urllib3
+
+    attempt = 0
+    while True:
+        try:
+            _fetch(session, url, part, timeout, state)
+            return
+        except _LocalWriteError as exc:
+            raise DownloadError(url, str(exc)) from None
+        except (_Retry, requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            attempt += 1
+            if attempt > retries:
+                have = part.stat().st_size if part.exists() else 0
+                kept = f"; the {have} bytes received are kept in {part}, and a rerun resumes them" if have else ""
+                raise DownloadError(url, f"download failed after {attempt} attempt(s): {exc}{kept}") from None
+            delay = min(backoff * 2 ** (attempt - 1), 300.0)
+            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", url, attempt, exc, delay)
+            sleep(delay)
 
 
 # --------------------------------------------------------------------------- archives

@@ -131,6 +131,23 @@ def chunk_tokens(tokens: np.ndarray, max_len: int) -> list[np.ndarray]:
     return [np.concatenate([[dseq.CLS_ID], body[i : i + step], [dseq.SEP_ID]]) for i in range(0, len(body), step)]
 
 
+def sequence_windows(sequences: Sequence[str], k: int, tokenization: str, max_len: int) -> list[list[np.ndarray]]:
+    """The windows (:func:`chunk_tokens`) of each sequence's ``[CLS] k-mers [SEP]``: one
+    window when it fits in ``max_len`` tokens, else consecutive windows that each do."""
+    return [chunk_tokens(dseq.tokenize(s, k, tokenization), max_len) for s in sequences]
+
+
+def window_weights(input_ids, attention_mask):
+    """Pooling weights of windows that are averaged into one sequence embedding (torch).
+
+    :func:`pooling_mask`, except that a window without any k-mer token (all [UNK]) is
+    scaled down to 1e-6, so that it cannot pull the mean of a sequence whose other windows
+    have k-mers (a sequence with no k-mer at all still gets the mean of its tokens).
+    """
+    weights = pooling_mask(input_ids, attention_mask)
+    return weights * (input_ids >= dseq.N_SPECIAL).any(1, keepdim=True).float().clamp(min=1e-6)
+
+
 def embed_sequences(
     model,
     meta: dict,
@@ -179,12 +196,9 @@ def embed_sequences(
         windows = tokenize_for_model(sequences, int(meta["k"]), meta["tokenization"], limit)
         owner = np.arange(n)
     else:
-        windows, owners = [], []
-        for i, s in enumerate(sequences):
-            for w in chunk_tokens(dseq.tokenize(s, int(meta["k"]), meta["tokenization"]), limit):
-                windows.append(w)
-                owners.append(i)
-        owner = np.asarray(owners, dtype=np.int64)
+        per_sequence = sequence_windows(sequences, int(meta["k"]), meta["tokenization"], limit)
+        windows = [w for ws in per_sequence for w in ws]
+        owner = np.repeat(np.arange(n), [len(ws) for ws in per_sequence])
     sums = np.zeros((n, hidden), dtype=np.float64)
     weight = np.zeros(n, dtype=np.float64)
     lengths = np.fromiter((len(t) for t in windows), dtype=np.int64, count=len(windows))
@@ -202,10 +216,7 @@ def embed_sequences(
             mask = torch.from_numpy(mask_np).to(dev)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 last = model(input_ids=ids, attention_mask=mask).last_hidden_state
-            weights = pooling_mask(ids, mask)
-            if long == "chunk":
-                # a window with no k-mer token must not pull its sequence's mean when others have some
-                weights = weights * (ids >= dseq.N_SPECIAL).any(1, keepdim=True).float().clamp(min=1e-6)
+            weights = window_weights(ids, mask) if long == "chunk" else pooling_mask(ids, mask)
             total = (last.float() * weights[:, :, None]).sum(1).double().cpu().numpy()
             np.add.at(sums, owner[idx], total)
             np.add.at(weight, owner[idx], weights.sum(1).double().cpu().numpy())

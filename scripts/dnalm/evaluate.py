@@ -8,7 +8,9 @@ Every protocol returns a *tidy* DataFrame, one row per number, with the columns
 - ``level``: the label set the number is about (a taxonomic rank, ``label`` for a task's
   classes, ``motif`` for planted-motif sharing), or, for few-shot rows, the learner
   (``probe``: logistic regression on frozen embeddings; ``finetune``: fine-tuned encoder);
-- ``shots``: examples per class for few-shot rows, NaN elsewhere;
+- ``shots``: K, the nominal examples per class, for few-shot rows, NaN elsewhere (few-shot
+  tables add ``per_class``, the examples actually drawn per class: K times the task's
+  ``shots_scale``, see :func:`fewshot`);
 - ``repeat``: the repeat index for few-shot rows, 0 elsewhere;
 - ``metric`` / ``value``: metric name and its value.
 
@@ -21,6 +23,8 @@ Learners and metrics are scikit-learn; everything random is seeded.
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 import time
 import warnings
@@ -31,7 +35,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+_log = logging.getLogger("dnalm.evaluate")
 COLUMNS = ["protocol", "level", "shots", "repeat", "metric", "value"]
+FEWSHOT_COLUMNS = COLUMNS + ["per_class"]
 FEWSHOT_METRICS = ("accuracy", "macro_f1", "mcc")
 CLOSED_WORLD_METRICS = ("accuracy", "macro_f1")
 OPEN_WORLD_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -58,15 +64,19 @@ def limit_threads(n: int) -> None:
 _THREADS: int | None = None  # set by limit_threads
 
 
-def _tidy(rows: list[dict]) -> pd.DataFrame:
-    """DataFrame with exactly :data:`COLUMNS` and stable dtypes (also when empty)."""
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    return df.astype({"protocol": str, "level": str, "shots": float, "repeat": int, "metric": str, "value": float})
+def _tidy(rows: list[dict], columns: list[str] = COLUMNS) -> pd.DataFrame:
+    """DataFrame with exactly ``columns`` (:data:`COLUMNS`, or :data:`FEWSHOT_COLUMNS`) and
+    stable dtypes (also when empty)."""
+    df = pd.DataFrame(rows, columns=columns)
+    dtypes = {"protocol": str, "level": str, "shots": float, "repeat": int, "metric": str, "value": float}
+    if "per_class" in columns:
+        dtypes["per_class"] = int
+    return df.astype(dtypes)
 
 
-def _rows(protocol: str, level: str, metrics: Mapping[str, float], shots=np.nan, repeat: int = 0) -> list[dict]:
+def _rows(protocol: str, level: str, metrics: Mapping[str, float], shots=np.nan, repeat: int = 0, **extra) -> list[dict]:
     return [
-        {"protocol": protocol, "level": level, "shots": shots, "repeat": repeat, "metric": m, "value": float(v)}
+        {"protocol": protocol, "level": level, "shots": shots, "repeat": repeat, "metric": m, "value": float(v), **extra}
         for m, v in metrics.items()
     ]
 
@@ -129,6 +139,149 @@ def linear_probe(max_iter: int = 1000, seed: int = 0):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
 
 
+#: ``n_train x n_classes`` above which ``closed_world(probe="auto")`` uses :class:`TorchProbe`:
+#: scikit-learn's lbfgs holds several float64 arrays of that size (2e7 cells: ~0.5 GB)
+TORCH_PROBE_MIN_CELLS = 2e7
+TORCH_PROBE_DEFAULTS = {"epochs": 30, "batch_size": 4096, "lr": 0.01}
+
+
+class TorchProbe:
+    """Softmax (multinomial logistic) regression in torch: :func:`linear_probe` at any size.
+
+    The same model and objective as :func:`linear_probe` (scikit-learn's ``LogisticRegression``
+    with ``C``, lbfgs, multinomial, behind a ``StandardScaler``): features standardised with
+    the training mean and standard deviation (a constant column is left unscaled), logits
+    ``x W + b``, loss ``mean cross-entropy + ||W||^2 / (2 C n)`` (the intercept is not
+    penalised), so both minimise one function. Instead of full-batch lbfgs over an
+    ``n x classes`` probability matrix (tens of GB at BIOSCAN-5M scale) it takes Adam steps
+    (the L2 term as Adam's coupled weight decay on ``W``) on shuffled minibatches of ``batch_size`` rows (memory: the data, ``W`` and one
+    ``batch_size x classes`` block; smaller batches when the training set has fewer than
+    :attr:`MIN_BATCHES` of them), ``epochs`` passes with the learning rate decayed from
+    ``lr`` to 0 along a cosine; weights start at zero. Rows are standardised batch by batch,
+    so the data are not copied.
+
+    Deterministic: the batch order comes from a generator seeded with ``seed``, and a rerun
+    with the same thread count gives the same weights on CPU. ``device="auto"``: CUDA when
+    this process sees a GPU, else CPU (threads capped by :func:`limit_threads`).
+    After :meth:`fit`: ``classes_``, ``coef_`` ``(classes, dim)`` and ``intercept_`` in the
+    standardised space (as scikit-learn's pipeline holds them), ``loss_curve_`` (each
+    epoch's mean minibatch objective) and ``device_``.
+    """
+
+    MIN_BATCHES = 20  # optimizer steps per epoch at least (batches shrink for small sets)
+
+    def __init__(self, C: float = 1.0, epochs: int = 30, batch_size: int = 4096, lr: float = 0.01,
+                 seed: int = 0, device: str = "auto"):
+        if C <= 0 or epochs < 1 or batch_size < 1 or lr <= 0:
+            raise ValueError("TorchProbe needs C > 0, epochs >= 1, batch_size >= 1 and lr > 0")
+        self.C, self.epochs, self.batch_size, self.lr = float(C), int(epochs), int(batch_size), float(lr)
+        self.seed, self.device = int(seed), device
+
+    def _device(self):
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def fit(self, x, y) -> "TorchProbe":
+        import torch
+
+        x, y = _check_pair(x, y, "x")
+        if _THREADS is not None:
+            torch.set_num_threads(_THREADS)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        n, dim = x.shape
+        n_classes = self.classes_.shape[0]
+        if n_classes < 2:
+            raise ValueError("the probe needs at least two classes")
+        dev = self.device_ = self._device()
+        self._mean, std = _column_stats(x)
+        self._scale = np.where(std < 10 * np.finfo(np.float64).eps, 1.0, std)  # as StandardScaler
+        data = torch.from_numpy(np.ascontiguousarray(x)).to(dev)  # no copy on CPU
+        target = torch.from_numpy(y_idx.astype(np.int64)).to(dev)
+        mean = torch.from_numpy(self._mean.astype(np.float32)).to(dev)
+        inv_scale = torch.from_numpy((1.0 / self._scale).astype(np.float32)).to(dev)
+        weight = torch.zeros((dim, n_classes), device=dev, requires_grad=True)
+        bias = torch.zeros(n_classes, device=dev, requires_grad=True)
+        l2 = 1.0 / (self.C * n)
+        # Adam's (coupled) weight decay adds l2 * W to the gradient: the gradient of the L2 term,
+        # so the objective is scikit-learn's (AdamW's decoupled decay would minimise another one)
+        optimizer = torch.optim.Adam([{"params": [weight], "weight_decay": l2}, {"params": [bias]}], lr=self.lr)
+        batch = min(self.batch_size, -(-n // self.MIN_BATCHES))  # small sets: still MIN_BATCHES steps an epoch
+        total = -(-n // batch) * self.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+        generator = torch.Generator().manual_seed(self.seed)
+        self.loss_curve_ = []
+        for _ in range(self.epochs):
+            order = torch.randperm(n, generator=generator).to(dev)
+            ce_sum = torch.zeros((), dtype=torch.float64, device=dev)  # on the device: no sync per step
+            for start in range(0, n, batch):
+                idx = order[start : start + batch]
+                logits = torch.addmm(bias, (data[idx] - mean) * inv_scale, weight)
+                ce = torch.nn.functional.cross_entropy(logits, target[idx])
+                optimizer.zero_grad(set_to_none=True)
+                ce.backward()
+                optimizer.step()
+                scheduler.step()
+                ce_sum += ce.detach().double() * idx.shape[0]
+            with torch.no_grad():
+                self.loss_curve_.append(float(ce_sum) / n + 0.5 * l2 * float(weight.double().square().sum()))
+        self.coef_ = weight.detach().T.cpu().numpy().astype(np.float64)
+        self.intercept_ = bias.detach().cpu().numpy().astype(np.float64)
+        self._weight, self._bias, self._mean_t, self._inv_t = weight.detach(), bias.detach(), mean, inv_scale
+        return self
+
+    def _logits(self, x):
+        """``(start, logits of rows start..start+batch_size)`` for the rows of ``x``."""
+        import torch
+
+        x = _as_2d(x, "x")
+        with torch.no_grad():
+            for start in range(0, x.shape[0], self.batch_size):
+                part = torch.from_numpy(x[start : start + self.batch_size]).to(self.device_)
+                yield start, torch.addmm(self._bias, (part - self._mean_t) * self._inv_t, self._weight)
+
+    def decision_function(self, x) -> np.ndarray:
+        """Logits ``(n, classes)`` (float32)."""
+        out = np.empty((len(x), self.classes_.shape[0]), dtype=np.float32)
+        for start, logits in self._logits(x):
+            out[start : start + logits.shape[0]] = logits.cpu().numpy()
+        return out
+
+    def predict(self, x) -> np.ndarray:
+        """Predicted class of each row (memory: one batch of logits at a time)."""
+        out = np.empty(len(x), dtype=np.int64)
+        for start, logits in self._logits(x):
+            out[start : start + logits.shape[0]] = logits.argmax(dim=1).cpu().numpy()
+        return self.classes_[out]
+
+
+def _column_stats(x: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (ddof 0) of each column in float64, in chunks of rows
+    (no float64 copy of ``x``)."""
+    n = x.shape[0]
+    mean = np.zeros(x.shape[1], dtype=np.float64)
+    for lo in range(0, n, chunk):
+        mean += x[lo : lo + chunk].sum(axis=0, dtype=np.float64)
+    mean /= n
+    sq = np.zeros(x.shape[1], dtype=np.float64)
+    for lo in range(0, n, chunk):
+        d = x[lo : lo + chunk].astype(np.float64) - mean
+        sq += np.einsum("ij,ij->j", d, d)
+    return mean, np.sqrt(sq / n)
+
+
+def choose_probe(n_train: int, n_classes: int, probe: str = "auto") -> str:
+    """``"sklearn"`` or ``"torch"``: ``probe`` itself, or for ``"auto"`` torch when
+    ``n_train x n_classes`` exceeds :data:`TORCH_PROBE_MIN_CELLS`."""
+    if probe == "auto":
+        return "torch" if float(n_train) * n_classes > TORCH_PROBE_MIN_CELLS else "sklearn"
+    if probe not in ("sklearn", "torch"):
+        raise ValueError(f"unknown probe {probe!r}; expected 'auto', 'sklearn' or 'torch'")
+    return probe
+
+
 def _fit_predict(model, x_train, y_train, x_test) -> tuple[np.ndarray, int]:
     """Fit and predict; returns the prediction and how many ConvergenceWarnings were raised."""
     from sklearn.exceptions import ConvergenceWarning
@@ -169,6 +322,33 @@ def sample_per_class(y, shots: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
 
 
+def fewshot_plan(shots: Sequence[int], shots_scale: int, smallest: int) -> list[tuple[int, int]]:
+    """``(K, examples drawn per class)`` of each K in ``shots`` that the pool allows.
+
+    Draws ``K * shots_scale`` per class (``shots_scale`` 1: K; GeneMask's Splice-40 files
+    hold 10 K per class for their "K", so the full config sets 10 there). A K whose draw
+    exceeds ``smallest`` (the smallest class of the train pool) is skipped with a warning.
+    """
+    scale = int(shots_scale)
+    if scale < 1:
+        raise ValueError(f"shots_scale must be >= 1, got {shots_scale}")
+    plan = []
+    for k in shots:
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"shots must be >= 1, got {k}")
+        n = k * scale
+        if n > smallest:
+            drawn = f" ({n} per class with shots_scale {scale})" if scale != 1 else ""
+            warnings.warn(
+                f"few-shot K={k}{drawn} skipped: the smallest class of the train pool has only {smallest} examples",
+                stacklevel=3,
+            )
+            continue
+        plan.append((k, n))
+    return plan
+
+
 def fewshot(
     emb_train,
     y_train,
@@ -178,15 +358,18 @@ def fewshot(
     n_repeats: int,
     seed: int,
     max_iter: int = 1000,
+    shots_scale: int = 1,
 ) -> pd.DataFrame:
     """GeneMask few-shot protocol with a linear probe on frozen embeddings.
 
-    For each K in ``shots`` and each repeat r < ``n_repeats``: draw K examples per class
-    from the train pool (generator :func:`fewshot_rng` ``(seed, K, r)``), fit
-    :func:`linear_probe`, and score the whole fixed test set. A K larger than the smallest
-    class of the pool is skipped with a warning. Metrics: accuracy, macro_f1, mcc;
-    ``protocol="fewshot"``, ``level="probe"`` (the learner; fine-tuning,
-    :func:`dnalm.finetune.fewshot_finetune`, writes ``level="finetune"`` with the same draws).
+    For each K in ``shots`` and each repeat r < ``n_repeats``: draw ``n = K * shots_scale``
+    examples per class from the train pool (generator :func:`fewshot_rng` ``(seed, n, r)``),
+    fit :func:`linear_probe`, and score the whole fixed test set. A K whose draw is larger
+    than the smallest class of the pool is skipped with a warning (:func:`fewshot_plan`).
+    Metrics: accuracy, macro_f1, mcc; ``protocol="fewshot"``, ``level="probe"`` (the learner;
+    fine-tuning, :func:`dnalm.finetune.fewshot_finetune`, writes ``level="finetune"`` with
+    the same draws). Columns :data:`FEWSHOT_COLUMNS`: ``shots`` is the nominal K and
+    ``per_class`` the examples drawn per class (they differ only where ``shots_scale`` > 1).
     """
     x_tr, y_tr = _check_pair(emb_train, y_train, "emb_train")
     x_te, y_te = _check_pair(emb_test, y_test, "emb_test")
@@ -195,30 +378,21 @@ def fewshot(
     classes, counts = np.unique(y_tr, return_counts=True)
     if classes.shape[0] < 2:
         raise ValueError("the few-shot train pool needs at least two classes")
-    smallest = int(counts.min())
     rows, n_conv, n_fits = [], 0, 0
-    for k in shots:
-        k = int(k)
-        if k < 1:
-            raise ValueError(f"shots must be >= 1, got {k}")
-        if k > smallest:
-            warnings.warn(
-                f"few-shot K={k} skipped: the smallest class of the train pool has only {smallest} examples",
-                stacklevel=2,
-            )
-            continue
+    for k, n in fewshot_plan(shots, shots_scale, int(counts.min())):
         for r in range(int(n_repeats)):
-            idx = sample_per_class(y_tr, k, fewshot_rng(seed, k, r))
+            idx = sample_per_class(y_tr, n, fewshot_rng(seed, n, r))
             pred, nc = _fit_predict(linear_probe(max_iter, seed), x_tr[idx], y_tr[idx], x_te)
             n_conv += nc
             n_fits += 1
-            rows += _rows("fewshot", "probe", classification_metrics(y_te, pred, FEWSHOT_METRICS), shots=float(k), repeat=r)
+            metrics = classification_metrics(y_te, pred, FEWSHOT_METRICS)
+            rows += _rows("fewshot", "probe", metrics, shots=float(k), repeat=r, per_class=n)
     if n_conv:
         warnings.warn(
             f"logistic regression did not converge in {n_conv} of {n_fits} few-shot fits (max_iter={max_iter})",
             stacklevel=2,
         )
-    return _tidy(rows)
+    return _tidy(rows, FEWSHOT_COLUMNS)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -249,18 +423,39 @@ def closed_world(
     max_iter: int = 1000,
     seed: int = 0,
     return_predictions: bool = False,
+    probe: str = "auto",
+    torch_settings: Mapping | None = None,
 ):
     """Closed-world species classification: linear probe trained on train, scored on test.
 
+    ``probe``: ``"sklearn"`` (:func:`linear_probe`, lbfgs with ``max_iter``), ``"torch"``
+    (:class:`TorchProbe`, the same model and objective fitted by minibatch Adam;
+    ``torch_settings``: ``epochs``, ``batch_size``, ``lr``, defaults
+    :data:`TORCH_PROBE_DEFAULTS`) or ``"auto"`` (torch above :data:`TORCH_PROBE_MIN_CELLS`
+    training rows x species, :func:`choose_probe`; BIOSCAN-5M's 289k x ~8k is far above).
     Metrics accuracy and macro_f1; ``protocol="closed_world"``, ``level="species"``. With
     ``return_predictions=True`` returns ``(table, predicted species of the test rows)``
     (for :func:`bias`).
     """
     x_tr, y_tr = _check_pair(emb_train, species_train, "emb_train")
     x_te, y_te = _check_pair(emb_test, species_test, "emb_test")
-    pred, n_conv = _fit_predict(linear_probe(max_iter, seed), x_tr, y_tr, x_te)
-    if n_conv:
-        warnings.warn(f"closed-world logistic regression did not converge (max_iter={max_iter})", stacklevel=2)
+    n_species = np.unique(y_tr).shape[0]
+    chosen = choose_probe(x_tr.shape[0], n_species, probe)
+    if chosen == "torch":
+        settings = {**TORCH_PROBE_DEFAULTS, **(torch_settings or {})}
+        unknown = set(settings) - set(TORCH_PROBE_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown torch probe setting(s) {sorted(unknown)}; known: {sorted(TORCH_PROBE_DEFAULTS)}")
+        started = time.perf_counter()
+        model = TorchProbe(seed=seed, **settings).fit(x_tr, y_tr)
+        pred = model.predict(x_te)
+        _log.info("closed world: %d train x %d species, torch probe on %s (%s), %.1f s, final loss %.4f",
+                  x_tr.shape[0], n_species, model.device_, settings, time.perf_counter() - started, model.loss_curve_[-1])
+    else:
+        _log.info("closed world: %d train x %d species, scikit-learn probe", x_tr.shape[0], n_species)
+        pred, n_conv = _fit_predict(linear_probe(max_iter, seed), x_tr, y_tr, x_te)
+        if n_conv:
+            warnings.warn(f"closed-world logistic regression did not converge (max_iter={max_iter})", stacklevel=2)
     table = _tidy(_rows("closed_world", "species", classification_metrics(y_te, pred, CLOSED_WORLD_METRICS)))
     return (table, pred) if return_predictions else table
 
@@ -300,8 +495,9 @@ def nearest_neighbor(
       :data:`INT8_MIN_WORK` (BIOSCAN-5M scale), else ``"float32"``.
 
     ``stats``, when given a dict, receives ``method`` and, for int8, ``rescored`` (pairs
-    re-scored exactly), ``blocks`` (reference blocks) and the seconds spent preparing the
-    references (``prepare_s``) and searching (``search_s``).
+    re-scored exactly), ``blocks`` (reference blocks), ``workers`` (threads computing int8
+    products) and the seconds spent preparing the references (``prepare_s``) and searching
+    (``search_s``).
     """
     ref = l2_normalize(_as_2d(emb_ref, "emb_ref"))
     query = l2_normalize(_as_2d(emb_query, "emb_query"))
@@ -501,7 +697,7 @@ def _nn_int8(ref, query, block_size: int, stats: dict | None, pool, workers: int
                 _best_update(best, arg, c_rows, c_cols, _pair_dots(q32, c_rows, ref, c_cols))
         out[qi] = arg
     if stats is not None:
-        stats.update(rescored=rescored, blocks=len(starts), prepare_s=prepared - started,
+        stats.update(rescored=rescored, blocks=len(starts), workers=workers, prepare_s=prepared - started,
                      search_s=time.perf_counter() - prepared)
     return out
 

@@ -3,9 +3,13 @@
 Instead of a logistic-regression probe on frozen embeddings (:func:`dnalm.evaluate.fewshot`),
 the whole encoder is trained with a classification head on the K examples per class, with
 a small learning rate for a few epochs, as GeneMask (and DNABERT) fine-tuned their models.
-The head reads the same representation the frozen protocols use: the mean of the last
-hidden layer over the k-mer tokens (:func:`dnalm.embed.pooling_mask`), then dropout and a
-linear layer.
+The head reads the same representation the frozen protocols use
+(:func:`dnalm.embed.embed_sequences` with ``long="chunk"``, as the embed rule runs it): a
+sequence longer than the model's training crop (``dnalm.json`` ``max_tokens``, or the
+position table if smaller) is split into consecutive windows that each fit
+(:func:`dnalm.embed.sequence_windows`), and its representation is the mean of the last
+hidden layer over the k-mer tokens of all its windows (:func:`dnalm.embed.window_weights`);
+then dropout and a linear layer. Gradients flow through every window.
 
 Every (K, repeat) fit starts from the pretrained weights, draws the same examples as the
 probe (:func:`dnalm.evaluate.fewshot_rng`), and is seeded (head initialisation, dropout,
@@ -39,7 +43,7 @@ def _classifier(encoder, n_classes: int, dropout: float):
     import torch
 
     class SequenceClassifier(torch.nn.Module):
-        """Encoder, mean over k-mer tokens of the last layer, dropout, linear head."""
+        """Encoder, mean over the k-mer tokens of all windows of a sequence, dropout, head."""
 
         def __init__(self):
             super().__init__()
@@ -47,26 +51,41 @@ def _classifier(encoder, n_classes: int, dropout: float):
             self.dropout = torch.nn.Dropout(dropout)
             self.head = torch.nn.Linear(int(encoder.config.hidden_size), n_classes)
 
-        def forward(self, input_ids, attention_mask):
+        def pool(self, input_ids, attention_mask, owner, n_sequences: int):
+            """``(n_sequences, hidden)``: window ``i`` belongs to sequence ``owner[i]``."""
             last = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            weights = embed.pooling_mask(input_ids, attention_mask)
-            pooled = (last.float() * weights[:, :, None]).sum(1) / weights.sum(1, keepdim=True)
-            return self.head(self.dropout(pooled))
+            weights = embed.window_weights(input_ids, attention_mask)
+            sums = last.new_zeros((n_sequences, last.shape[-1]), dtype=torch.float32)
+            sums = sums.index_add(0, owner, (last.float() * weights[:, :, None]).sum(1))
+            total = weights.new_zeros(n_sequences).index_add(0, owner, weights.sum(1))
+            return sums / total[:, None]
+
+        def forward(self, input_ids, attention_mask, owner, n_sequences: int):
+            return self.head(self.dropout(self.pool(input_ids, attention_mask, owner, n_sequences)))
 
     return SequenceClassifier()
 
 
-def _batch(tokens: list[np.ndarray], idx, device):
+def _windows(tokens) -> list[list[np.ndarray]]:
+    """Windows per sequence: a bare token array counts as one window."""
+    return [list(t) if isinstance(t, (list, tuple)) else [t] for t in tokens]
+
+
+def _batch(windows: list[list[np.ndarray]], idx, device):
+    """Padded windows of the sequences ``idx`` and, per window, its position in ``idx``."""
     import torch
 
-    ids, mask = dseq.pad_batch([tokens[i] for i in idx])
-    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+    flat = [w for i in idx for w in windows[i]]
+    owner = np.repeat(np.arange(len(idx)), [len(windows[i]) for i in idx])
+    ids, mask = dseq.pad_batch(flat)
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device), torch.from_numpy(owner).to(device)
 
 
-def train_classifier(
-    encoder, tokens: list[np.ndarray], y: np.ndarray, n_classes: int, settings: Mapping, torch_seed: int
-):
+def train_classifier(encoder, tokens: list, y: np.ndarray, n_classes: int, settings: Mapping, torch_seed: int):
     """Fine-tune a copy of ``encoder`` plus a new head on ``tokens`` / class indices ``y``.
+
+    ``tokens``: per sequence, its windows (a list of token arrays,
+    :func:`dnalm.embed.sequence_windows`) or a single token array.
 
     AdamW (no weight decay on biases and LayerNorm weights), linear warm-up over
     ``warmup_ratio`` of the steps then linear decay to 0, gradient norm clipped at 1,
@@ -97,15 +116,16 @@ def train_classifier(
         return max(0.0, (total - step) / max(total - warmup, 1))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    tokens = _windows(tokens)
     labels = torch.as_tensor(np.asarray(y, dtype=np.int64), device=device)
     use_bf16 = device.type == "cuda"
     for _ in range(int(settings["epochs"])):
         perm = torch.randperm(len(tokens), generator=generator).numpy()
         for start in range(0, len(tokens), batch_size):
             idx = perm[start : start + batch_size]
-            ids, mask = _batch(tokens, idx, device)
+            ids, mask, owner = _batch(tokens, idx, device)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(ids, mask)
+                logits = model(ids, mask, owner, len(idx))
             loss = torch.nn.functional.cross_entropy(logits.float(), labels[idx])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -116,19 +136,21 @@ def train_classifier(
     return model
 
 
-def predict(model, tokens: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
-    """Class indices predicted for ``tokens`` (batches of similar length, inference mode)."""
+def predict(model, tokens: list, batch_size: int = 64) -> np.ndarray:
+    """Class indices predicted for ``tokens`` (windows per sequence, as for
+    :func:`train_classifier`; batches of similar length, inference mode)."""
     import torch
 
     device = next(model.parameters()).device
+    tokens = _windows(tokens)
     out = np.zeros(len(tokens), dtype=np.int64)
-    order = np.argsort([-len(t) for t in tokens], kind="stable")
+    order = np.argsort([-sum(len(w) for w in ws) for ws in tokens], kind="stable")
     with torch.inference_mode():
         for start in range(0, len(tokens), batch_size):
             idx = order[start : start + batch_size]
-            ids, mask = _batch(tokens, idx, device)
+            ids, mask, owner = _batch(tokens, idx, device)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(ids, mask)
+                logits = model(ids, mask, owner, len(idx))
             out[idx] = logits.float().argmax(1).cpu().numpy()
     return out
 
@@ -145,16 +167,18 @@ def fewshot_finetune(
     settings: Mapping | None = None,
     device: str = "auto",
     progress: bool = True,
+    shots_scale: int = 1,
 ) -> pd.DataFrame:
     """GeneMask few-shot protocol with fine-tuning of the encoder saved in ``model_dir``.
 
-    Same draws, skipping rule and metrics as :func:`dnalm.evaluate.fewshot`;
+    Same draws (``K * shots_scale`` per class), skipping rule, metrics and columns
+    (:data:`dnalm.evaluate.FEWSHOT_COLUMNS`) as :func:`dnalm.evaluate.fewshot`;
     ``protocol="fewshot"``, ``level="finetune"``. ``settings``: ``lr``, ``epochs``,
     ``batch_size``, ``warmup_ratio``, ``weight_decay`` (defaults :data:`DEFAULTS`).
-    Sequences are tokenised as for embeddings and truncated to the model's position table.
+    Sequences are tokenised as for embeddings, and one longer than the training crop
+    (``dnalm.json`` ``max_tokens``) is split into windows whose k-mer tokens are averaged,
+    as the embed rule does, so the probe and the fine-tuned learner see the same bases.
     """
-    import warnings
-
     from tqdm import tqdm
 
     settings = {**DEFAULTS, **(settings or {})}
@@ -170,31 +194,22 @@ def fewshot_finetune(
     unseen = sorted(set(np.unique(y_te).tolist()) - set(classes.tolist()))
     if unseen:
         raise ValueError(f"test labels {unseen[:3]} do not occur in the train pool")
+    plan = ev.fewshot_plan(shots, shots_scale, int(counts.min()))
     encoder, meta = embed.load_encoder(model_dir, device=device)
-    limit = embed.max_input_tokens(encoder)
+    limit = embed.max_input_tokens(encoder, int(meta["max_tokens"]))
     k, tokenization = int(meta["k"]), meta["tokenization"]
-    tok_train = embed.tokenize_for_model(train_sequences, k, tokenization, limit)
-    tok_test = embed.tokenize_for_model(test_sequences, k, tokenization, limit)
+    tok_train = embed.sequence_windows(train_sequences, k, tokenization, limit)
+    tok_test = embed.sequence_windows(test_sequences, k, tokenization, limit)
     y_idx = np.searchsorted(classes, y_tr)
-    runs = []
-    for shot in shots:
-        shot = int(shot)
-        if shot < 1:
-            raise ValueError(f"shots must be >= 1, got {shot}")
-        if shot > int(counts.min()):
-            warnings.warn(
-                f"few-shot K={shot} skipped: the smallest class of the train pool has only {int(counts.min())} examples",
-                stacklevel=2,
-            )
-            continue
-        runs += [(shot, r) for r in range(int(n_repeats))]
+    runs = [(shot, n, r) for shot, n in plan for r in range(int(n_repeats))]
     rows = []
-    for shot, r in tqdm(runs, desc="fine-tuning", unit="fit", file=sys.stderr, disable=not progress):
-        idx = ev.sample_per_class(y_tr, shot, ev.fewshot_rng(seed, shot, r))
+    for shot, n, r in tqdm(runs, desc="fine-tuning", unit="fit", file=sys.stderr, disable=not progress):
+        idx = ev.sample_per_class(y_tr, n, ev.fewshot_rng(seed, n, r))
         model = train_classifier(
-            encoder, [tok_train[i] for i in idx], y_idx[idx], classes.shape[0], settings, _torch_seed(seed, shot, r)
+            encoder, [tok_train[i] for i in idx], y_idx[idx], classes.shape[0], settings, _torch_seed(seed, n, r)
         )
         pred = classes[predict(model, tok_test)]
-        rows += ev._rows("fewshot", "finetune", ev.classification_metrics(y_te, pred, ev.FEWSHOT_METRICS), float(shot), r)
+        metrics = ev.classification_metrics(y_te, pred, ev.FEWSHOT_METRICS)
+        rows += ev._rows("fewshot", "finetune", metrics, float(shot), r, per_class=n)
         del model
-    return ev._tidy(rows)
+    return ev._tidy(rows, ev.FEWSHOT_COLUMNS)

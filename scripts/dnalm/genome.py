@@ -4,6 +4,13 @@ The output is plain FASTA (so that pyfaidx indexes it and every later stage read
 reads the simulated genome), soft-masking (lowercase) kept, restricted to the records whose
 name fully matches one of ``contigs`` (e.g. ``chr([0-9]+|X|Y)`` keeps hg38's primary
 chromosomes and drops alternate haplotypes, unplaced contigs and chrM).
+
+Letters are checked with the k-mer counter's rules (:func:`dnalm.kmers.sequence_problem`),
+so a genome that passes here also passes ``plan_kmer_shards``: ACGT, the other IUPAC
+codes, U, X and '.' are kept (they break k-mers and tokenize to [UNK], as in DESIGN.md);
+alignment gaps ('-') are removed, as everywhere in the pipeline; anything else (a protein
+letter, a digit) or a record that is more than 10 % ambiguity codes (a protein spelled in
+letters that double as nucleotide codes) is an error naming the file and the record.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ import re
 
 from .download import verify_checksums
 from .io import InputError, read_fasta, write_fasta
+from .kmers import sequence_problem
 
 log = logging.getLogger("dnalm.genome")
-_NOT_IUPAC = re.compile(r"[^ACGTRYSWKMBDHVNacgtryswkmbdhvn]")
+_REMOVED = "- \t\v\f"
+_REMOVE = {ord(c): None for c in _REMOVED}
 
 
 def prepare_genome(src, dst, contigs=None, checksums=None) -> dict:
@@ -23,8 +32,8 @@ def prepare_genome(src, dst, contigs=None, checksums=None) -> dict:
 
     ``checksums`` (``{"md5": ...}``) are verified first when given. Raises
     :class:`InputError` naming the file and record for a malformed FASTA, a letter that is
-    not an IUPAC nucleotide code, or when no record is kept. Returns
-    ``{"kept": [...], "dropped": n, "bases": n}``.
+    not a nucleotide code, a probable protein, or when no record is kept. Gaps ('-') are
+    removed. Returns ``{"kept": [...], "dropped": n, "bases": n}`` (bases: after removing gaps).
     """
     if checksums:
         verify_checksums(src, checksums)
@@ -39,11 +48,11 @@ def prepare_genome(src, dst, contigs=None, checksums=None) -> dict:
             if patterns and not any(p.fullmatch(name) for p in patterns):
                 stats["dropped"] += 1
                 continue
-            bad = _NOT_IUPAC.search(seq)
-            if bad:
-                raise InputError(
-                    src, f"letter {bad.group()!r} at position {bad.start() + 1} is not a nucleotide (IUPAC) code", record=name
-                )
+            problem = sequence_problem(seq)
+            if problem:
+                raise InputError(src, problem, record=name)
+            if any(c in seq for c in _REMOVED):  # gaps (and any whitespace the parser left)
+                seq = seq.translate(_REMOVE)
             kept.append(name)
             stats["bases"] += len(seq)
             log.info("%s: %d bp", name, len(seq))

@@ -16,11 +16,14 @@ function                          draws (in this order)
 random_mask_overlapping           ``rng.random(n)``: one uniform per token (centre if < p)
 genemask_mask_overlapping         ``rng.random(n)``: one uniform per token (centre if < p)
 random_mask_nonoverlapping        ``rng.random(n)``: one uniform per token (masked if < ratio)
-genemask_mask_nonoverlapping      ``rng.random(n)``: one uniform per token (candidate order)
+genemask_mask_nonoverlapping      ``rng.random((n, 2))``: two uniforms per token (column 0:
+                                  candidate if < q; column 1 of a window's first maskable
+                                  token: the window's stochastic rounding)
 apply_mlm_corruption              ``rng.random(shape)`` then ``rng.integers(5, V, shape)``
 ================================  ===========================================================
 
-(``n = len(token_ids)``; uniforms of non-maskable positions are drawn and ignored.)
+(``n = len(token_ids)``; uniforms of non-maskable positions are drawn and ignored.
+:func:`uniforms_per_token` says how many uniforms per token a strategy draws.)
 
 NPMI lookups use the CONTENT of a token: ``npmi[token_id - N_SPECIAL]`` is the NPMI of the
 k-mer the token stands for. (The public GeneMask code indexed its NPMI list by the token's
@@ -47,12 +50,16 @@ DEFAULT_MASKING_PARAMS = {
     "keep_fraction": 0.5,  # genemask: fraction of centres (or candidates) kept by NPMI
     "min_keep": 5,  # overlapping genemask: keep all centres unless more than this survive
     "mask_ratio": 0.5,  # non-overlapping: fraction of maskable tokens masked (BarcodeMAE)
+    "window": None,  # non-overlapping genemask: maskable tokens per NPMI-ranking window (None: k)
 }
 DEFAULT_CENTER_PROB = {"random": 0.025, "genemask": 0.0176}
 
 
-def resolve_masking_params(strategy: str, params: dict | None = None) -> dict:
-    """Fill DESIGN.md defaults into ``params``; unknown keys raise ``ValueError``."""
+def resolve_masking_params(strategy: str, params: dict | None = None, k: int | None = None) -> dict:
+    """Fill DESIGN.md defaults into ``params``; unknown keys raise ``ValueError``.
+
+    ``window`` defaults to ``k`` when ``k`` is given (the k-token window of the overlapping
+    case) and stays ``None`` (= "k", resolved where k is known) otherwise."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown masking strategy {strategy!r}; expected one of {STRATEGIES}")
     params = dict(params or {})
@@ -67,6 +74,12 @@ def resolve_masking_params(strategy: str, params: dict | None = None) -> dict:
     out["mask_ratio"] = float(out["mask_ratio"])
     out["span"] = int(out["span"])
     out["min_keep"] = int(out["min_keep"])
+    if out["window"] is None and k is not None:
+        out["window"] = int(k)
+    if out["window"] is not None:
+        if isinstance(out["window"], bool) or int(out["window"]) != out["window"] or out["window"] < 1:
+            raise ValueError(f"window must be an integer >= 1, got {out['window']!r}")
+        out["window"] = int(out["window"])
     if not 0.0 <= out["center_prob"] <= 1.0:
         raise ValueError(f"center_prob must be in [0, 1], got {out['center_prob']}")
     if not 0.0 < out["keep_fraction"] <= 1.0:
@@ -185,48 +198,70 @@ def random_mask_nonoverlapping(token_ids, mask_ratio: float, rng) -> np.ndarray:
     return mask
 
 
-def _n_masked(n_maskable: int, mask_ratio: float) -> int:
-    """round(mask_ratio * n_maskable) (half to even, as Python's round), at least 1."""
-    if n_maskable == 0:
-        return 0
-    return min(n_maskable, max(1, round(mask_ratio * n_maskable)))
+def _candidate_rate(mask_ratio: float, keep_fraction: float) -> tuple[float, float]:
+    """(q, f): candidates are drawn at rate ``q = min(1, mask_ratio / keep_fraction)`` and a
+    fraction ``f = mask_ratio / q`` of them is masked, so ``q * f = mask_ratio`` (``f`` is
+    ``keep_fraction`` unless the cap applies, i.e. unless mask_ratio > keep_fraction)."""
+    q = min(1.0, mask_ratio / keep_fraction)
+    return q, mask_ratio / q
 
 
-def genemask_mask_nonoverlapping(token_ids, npmi, mask_ratio: float, keep_fraction: float, rng) -> np.ndarray:
-    """NPMI-guided masking for non-overlapping k-mers.
+def genemask_mask_nonoverlapping(
+    token_ids, npmi, mask_ratio: float, keep_fraction: float, window: int, rng
+) -> np.ndarray:
+    """NPMI-guided masking for non-overlapping k-mers, ranked within windows.
 
-    ``m = round(mask_ratio * n_maskable)`` (at least 1 when anything is maskable). Draws
-    ``rng.random(len(token_ids))``; the ``min(n_maskable, round(m / keep_fraction))``
-    maskable tokens with the smallest uniforms (a uniformly random subset; ties -> leftmost)
-    are the candidates, and the ``m`` candidates whose k-mer content has the highest NPMI
-    (ties -> leftmost) are masked. With keep_fraction 1 this is random masking of exactly m.
+    Draws ``u = rng.random((len(token_ids), 2))``. The maskable tokens, in order, are cut
+    into consecutive windows of ``window`` maskable tokens (the last one may be shorter).
+    With ``q, f = min(1, mask_ratio / keep_fraction), mask_ratio / q``:
+
+    1. candidates: the maskable tokens with ``u[i, 0] < q``;
+    2. in a window with ``c`` candidates, ``x = f * c`` of them are masked, rounded
+       stochastically: ``floor(x) + (v < x - floor(x))`` with ``v = u[first, 1]``, ``first``
+       the window's first maskable token (independent of the candidate draws);
+    3. those are the window's candidates whose k-mer CONTENT has the highest NPMI
+       (``npmi[token_id - 5]``; NaN or unknown = -inf; ties -> leftmost).
+
+    A window of L maskable tokens masks ``f * q * L = mask_ratio * L`` tokens in expectation,
+    so the expected mask rate is exactly ``mask_ratio`` (no "at least one" rule, which would
+    bias it; a sequence may have nothing masked). ``mask_ratio`` 0 masks nothing; with
+    keep_fraction 1 this is i.i.d. masking at ``mask_ratio`` with no NPMI preference.
     """
     ids = np.asarray(token_ids)
     n = ids.shape[0]
     ok = maskable(ids)
-    u = rng.random(n)
-    pos = np.flatnonzero(ok)
+    u = rng.random((n, 2))
     mask = np.zeros(n, dtype=bool)
-    m = _n_masked(pos.size, mask_ratio)
-    if m == 0:
+    pos = np.flatnonzero(ok)
+    if mask_ratio <= 0 or pos.size == 0:
         return mask
-    n_cand = min(pos.size, max(m, round(m / keep_fraction)))
-    cand = np.sort(pos[np.argsort(u[pos], kind="stable")[:n_cand]])
-    score = _content_npmi(ids, ok, npmi)[cand]
-    mask[cand[np.argsort(-score, kind="stable")[:m]]] = True
+    q, f = _candidate_rate(mask_ratio, keep_fraction)
+    score = _content_npmi(ids, ok, npmi)
+    for start in range(0, pos.size, window):
+        win = pos[start : start + window]
+        cand = win[u[win, 0] < q]
+        x = f * cand.size
+        n_mask = math.floor(x) + int(u[win[0], 1] < x - math.floor(x))
+        mask[cand[np.argsort(-score[cand], kind="stable")[:n_mask]]] = True
     return mask
+
+
+def uniforms_per_token(strategy: str, tokenization: str) -> int:
+    """How many uniforms per token the strategy's per-sequence function draws (1, or 2 for
+    non-overlapping genemask), i.e. the second dimension of :func:`make_masks`' ``u``."""
+    return 2 if (strategy == "genemask" and tokenization == "non-overlapping") else 1
 
 
 def make_mask(token_ids, strategy: str, tokenization: str, k: int, params: dict, npmi, rng) -> np.ndarray:
     """Dispatch to the strategy x tokenization masking function.
 
     ``params`` is completed with :data:`DEFAULT_MASKING_PARAMS` (``center_prob`` defaults to
-    0.025 for random, 0.0176 for genemask). ``npmi`` (length 4**k, see
+    0.025 for random, 0.0176 for genemask; ``window`` to ``k``). ``npmi`` (length 4**k, see
     :func:`load_npmi_table`) is required for genemask and ignored for random.
     """
     if tokenization not in TOKENIZATIONS:
         raise ValueError(f"unknown tokenization {tokenization!r}; expected one of {TOKENIZATIONS}")
-    p = resolve_masking_params(strategy, params)
+    p = resolve_masking_params(strategy, params, k)
     if strategy == "genemask":
         if npmi is None:
             raise ValueError("genemask masking needs an NPMI table (npmi=None given)")
@@ -240,7 +275,7 @@ def make_mask(token_ids, strategy: str, tokenization: str, k: int, params: dict,
         )
     if strategy == "random":
         return random_mask_nonoverlapping(token_ids, p["mask_ratio"], rng)
-    return genemask_mask_nonoverlapping(token_ids, npmi, p["mask_ratio"], p["keep_fraction"], rng)
+    return genemask_mask_nonoverlapping(token_ids, npmi, p["mask_ratio"], p["keep_fraction"], p["window"], rng)
 
 
 # ----------------------------------------------------------------------------------------
@@ -274,21 +309,28 @@ def make_masks(flat_ids, offsets, strategy: str, tokenization: str, k: int, para
     """The masks of many sequences at once, equal to :func:`make_mask` on each.
 
     ``flat_ids``: the sequences' token ids concatenated; ``offsets``: n + 1 boundaries
-    (sequence j is ``flat_ids[offsets[j]:offsets[j + 1]]``); ``u``: one uniform per token,
-    i.e. what each per-sequence function draws with ``rng.random(len(sequence))``, in
-    sequence order (``rng.random(len(flat_ids))`` yields exactly those, as numpy's
-    generators make one double per 64-bit output with no buffering). Vectorised over the
-    batch: no Python loop over sequences.
+    (sequence j is ``flat_ids[offsets[j]:offsets[j + 1]]``); ``u``: the uniforms each
+    per-sequence function draws, in sequence order: shape ``(n_tokens,)`` (one per token,
+    ``rng.random(len(sequence))``) or, for non-overlapping genemask,
+    ``(n_tokens, 2)`` (``rng.random((len(sequence), 2))``); see
+    :func:`uniforms_per_token`. ``rng.random(len(flat_ids))`` (or ``rng.random((len(flat_ids),
+    2))``) yields exactly those, as numpy's generators make one double per 64-bit output
+    with no buffering. Vectorised over the batch: no Python loop over sequences.
     """
     if tokenization not in TOKENIZATIONS:
         raise ValueError(f"unknown tokenization {tokenization!r}; expected one of {TOKENIZATIONS}")
-    p = resolve_masking_params(strategy, params)
+    p = resolve_masking_params(strategy, params, k)
     ids = np.asarray(flat_ids)
     offsets = np.asarray(offsets, dtype=np.int64)
     u = np.asarray(u, dtype=np.float64)
     n = ids.shape[0]
-    if u.shape != ids.shape or offsets[0] != 0 or offsets[-1] != n:
-        raise ValueError("make_masks: u must have one uniform per token and offsets must span flat_ids")
+    per_token = uniforms_per_token(strategy, tokenization)
+    want_shape = (n,) if per_token == 1 else (n, per_token)
+    if u.shape != want_shape or offsets[0] != 0 or offsets[-1] != n:
+        raise ValueError(
+            f"make_masks: u must hold {per_token} uniform(s) per token, shape {want_shape} "
+            f"(got {u.shape}), and offsets must span flat_ids"
+        )
     if strategy == "genemask":
         if npmi is None:
             raise ValueError("genemask masking needs an NPMI table (npmi=None given)")
@@ -333,17 +375,26 @@ def make_masks(flat_ids, offsets, strategy: str, tokenization: str, k: int, para
             first = _rank_within(seg[pos], np.lexsort((pos, u[pos], seg[pos]))) == 0
             mask[pos[first]] = True
         return mask
-    # genemask, non-overlapping: m = round(ratio * n_ok) (>= 1), the n_cand maskable tokens
-    # with the smallest uniforms are candidates, the m candidates of highest NPMI are masked
-    m = np.minimum(n_ok, np.maximum(1, np.round(p["mask_ratio"] * n_ok))).astype(np.int64)
-    n_cand = np.minimum(n_ok, np.maximum(m, np.round(m / p["keep_fraction"]))).astype(np.int64)
-    pos = np.flatnonzero(ok)
-    pseg = seg[pos]
-    cand = pos[_rank_within(pseg, np.lexsort((pos, u[pos], pseg))) < n_cand[pseg]]
-    cseg = seg[cand]
-    score = _content_npmi(ids, ok, npmi)[cand]
-    chosen = cand[_rank_within(cseg, np.lexsort((cand, -score, cseg))) < m[cseg]]
+    # genemask, non-overlapping: windows of `window` consecutive maskable tokens of a
+    # sequence; candidates u[:, 0] < q; per window floor(x) + (v < frac(x)) of them, x = f * c,
+    # v = u[first maskable token of the window, 1]; the highest-NPMI candidates (ties -> leftmost)
     mask = np.zeros(n, dtype=bool)
+    pos = np.flatnonzero(ok)
+    if p["mask_ratio"] <= 0 or pos.size == 0:
+        return mask
+    q, f = _candidate_rate(p["mask_ratio"], p["keep_fraction"])
+    first_ok = np.cumsum(n_ok) - n_ok  # index into pos of each sequence's first maskable token
+    j = np.arange(pos.size) - first_ok[seg[pos]]  # maskable index within its sequence
+    starts = j % p["window"] == 0
+    win = np.cumsum(starts) - 1  # window of each maskable token (global numbering)
+    is_cand = u[pos, 0] < q
+    cand, cwin = pos[is_cand], win[is_cand]
+    x = f * np.bincount(cwin, minlength=int(win[-1]) + 1)
+    floor = np.floor(x)
+    n_mask = floor.astype(np.int64) + (u[pos[starts], 1] < x - floor)
+    score = np.asarray(npmi, dtype=np.float64)[ids[cand] - N_SPECIAL]
+    score[np.isnan(score)] = -np.inf
+    chosen = cand[_rank_within(cwin, np.lexsort((cand, -score, cwin))) < n_mask[cwin]]
     mask[chosen] = True
     return mask
 

@@ -194,7 +194,8 @@ def motif_recovery(
     For each N in ``top``: precision = fraction of the top-N n-grams that match some motif
     (NaN if the table has no n-gram of length n); recall = fraction of motifs matched by at
     least one of them (NaN if there are no motifs); background and enrichment as in the
-    module docstring. Columns: ``RECOVERY_COLUMNS``.
+    module docstring; ``rule``, the matching rule used (:func:`rule_name`). Columns:
+    ``RECOVERY_COLUMNS``.
     """
     _check_motifs(motifs)
     top = [int(t) for t in top]
@@ -219,6 +220,7 @@ def motif_recovery(
                 "n_motifs_recovered": recovered,
                 "background": background,
                 "enrichment": (matched / n_taken) / background if n_taken and background > 0 else np.nan,
+                "rule": rule_name(motifs, rule, min_score),
             }
         )
     return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
@@ -233,7 +235,19 @@ RECOVERY_COLUMNS = [
     "n_motifs_recovered",
     "background",
     "enrichment",
+    "rule",
 ]
+
+
+def rule_name(motifs: pd.DataFrame, rule: Callable[[str, str], bool] | None = None, min_score: float = 0.95) -> str:
+    """Which rule :func:`match_matrix` applies to ``motifs``: ``consensus-substring``
+    (planted or TSV consensus, :func:`kmer_matches_motif`), ``pwm>=<min_score>`` (JASPAR
+    PWMs, :func:`kmer_matches_pwm`), or ``custom:<name>`` for a rule passed in."""
+    if rule is not None:
+        return f"custom:{getattr(rule, '__name__', type(rule).__name__)}"
+    if "pwm" in motifs.columns:
+        return f"pwm>={min_score:g}"
+    return "consensus-substring"
 
 
 def background_rate(

@@ -140,6 +140,26 @@ def _select(summary: pd.DataFrame, protocol: str, metric: str) -> pd.DataFrame:
     return summary[rows]
 
 
+def _legend_columns(labels, width_in: float, fontsize: float = 10.0) -> int:
+    """Columns of a legend below the panels that keep it inside a figure ``width_in`` wide
+    (estimated text width: 0.55 em per character, plus 5 em of handle and column gap)."""
+    em = fontsize / 72.0
+    widths = [0.55 * em * len(str(label)) + 5.0 * em for label in labels]
+    for ncols in range(len(labels), 1, -1):
+        rows = [widths[i : i + ncols] for i in range(0, len(widths), ncols)]
+        col_widths = [max(r[c] for r in rows if c < len(r)) for c in range(ncols)]
+        if sum(col_widths) <= 0.95 * width_in:
+            return ncols
+    return 1
+
+
+def _wrap_title(text: str, width_in: float, fontsize: float = 13.0) -> str:
+    """``text`` broken into lines that fit a figure ``width_in`` wide (0.52 em per character)."""
+    import textwrap
+
+    return textwrap.fill(text, width=max(int(0.95 * width_in * 72.0 / (0.52 * fontsize)), 20))
+
+
 def _legend_right(fig: Figure, handles, labels, title: str | None = None) -> None:
     fig.legend(handles, labels, loc="outside right center", title=title, frameon=False)
 
@@ -147,11 +167,15 @@ def _legend_right(fig: Figure, handles, labels, title: str | None = None) -> Non
 # --------------------------------------------------------------------------- few-shot
 
 
-def plot_fewshot(summary: pd.DataFrame, path: str | os.PathLike, metric: str = "accuracy") -> Figure:
+def plot_fewshot(
+    summary: pd.DataFrame, path: str | os.PathLike, metric: str = "accuracy", shots_scale: Mapping[str, int] | None = None
+) -> Figure:
     """Few-shot learning curves: one panel per task (``dataset``), x = shots per class
     (log scale), y = mean ``metric`` with ±1 s.d. error bars over repeats, one line per model
     (and learner: fine-tuned rows, ``level="finetune"``, are their own line). Lines are
     shifted a few percent sideways around each K so that their error bars do not overlap.
+    ``shots_scale`` (task -> factor, evaluation.fewshot.shots_scale): the x axis stays the
+    nominal K and the panel title says how many examples per class were drawn.
     """
     import matplotlib
 
@@ -183,13 +207,15 @@ def plot_fewshot(summary: pd.DataFrame, path: str | os.PathLike, metric: str = "
                 m = sub[sub["series"] == series].sort_values("shots")
                 st = styles[series_model[series]]
                 dodge = 1.04 ** (i - (len(present) - 1) / 2)  # side by side: error bars stay readable
+                fine_tuned = series != series_model[series]  # a model's fine-tuned line: dash-dot, open markers
                 h = ax.errorbar(
                     m["shots"] * dodge,
                     m["mean"],
                     yerr=m["std"].fillna(0.0),
                     color=st["color"],
                     marker=st["marker"],
-                    linestyle=st["linestyle"],
+                    linestyle="-." if fine_tuned else st["linestyle"],
+                    markerfacecolor="white" if fine_tuned else st["color"],
                     markersize=5,
                     linewidth=1.8,
                     capsize=3,
@@ -203,26 +229,28 @@ def plot_fewshot(summary: pd.DataFrame, path: str | os.PathLike, metric: str = "
             ax.xaxis.set_minor_locator(NullLocator())
             if len(shots) == 1:
                 ax.set_xlim(shots[0] / 2, shots[0] * 2)
-            ax.set_title(ds)
-            ax.set_xlabel("shots per class (log scale)")
+            scale = int((shots_scale or {}).get(ds, 1))
+            ax.set_title(ds if scale == 1 else f"{ds} ({scale} K drawn per class)")
+            ax.set_xlabel("K, shots per class (log scale)")
         for ax in axes[:, 0]:
             ax.set_ylabel(ylabel)
         for ax in axes.flat[len(datasets) :]:
             ax.set_visible(False)
         order = _series_order(handles, series_model)
+        labels = [model_label(m) for m in order]
         fig.legend(
             [handles[m] for m in order],
-            [model_label(m) for m in order],
+            labels,
             title="model",
             loc="outside lower center",
-            ncols=min(len(order), 5 if len(datasets) > 1 else 3),
+            ncols=_legend_columns(labels, fig.get_figwidth()),
             frameon=False,
         )
         reps = f", mean ± s.d. over {int(n_rep)} repeats" if n_rep and n_rep > 1 else ""
         how = "fine-tuned encoders" if tuned.all() else "linear probe on frozen embeddings"
         if tuned.any() and not tuned.all():
             how = "fine-tuned encoders and linear probes"
-        fig.suptitle(f"Few-shot {METRIC_NAMES.get(metric, metric)}: {how}{reps}")
+        fig.suptitle(_wrap_title(f"Few-shot {METRIC_NAMES.get(metric, metric)}: {how}{reps}", fig.get_figwidth()))
     save_figure(fig, path)
     return fig
 
@@ -520,19 +548,29 @@ def plot_bias(per_class: pd.DataFrame, path: str | os.PathLike) -> Figure:
                 if j == 0:
                     ax.set_ylabel(f"{what}\nper-class accuracy")
         fig.suptitle("Class-imbalance bias: are frequent classes classified better?")
+        fig.supxlabel("one point per class; marker area proportional to the class's test examples", fontsize=9)
     save_figure(fig, path)
     return fig
 
 
 def _log_ticks(ax, values) -> None:
-    """Log x axis with plain-number ticks at 1-2-3-5 steps inside the data range."""
+    """Log x axis with plain-number ticks inside the data range: at 1-2-3-5 steps, at every
+    integer mantissa when that gives fewer than three (a narrow range), and at the data
+    values themselves when even that gives fewer than two, so that every panel has at least
+    two labelled ticks."""
     lo, hi = float(np.min(values)), float(np.max(values))
     ax.set_xscale("log")
-    candidates = [m * 10**e for e in range(-1, 9) for m in (1, 2, 3, 5)]
-    ticks = [t for t in candidates if lo / 1.5 <= t <= hi * 1.5] or [lo]
+    left, right = lo / 1.4, hi * 1.4
+    ticks = []
+    for mantissas, enough in (((1, 2, 3, 5), 3), (tuple(range(1, 10)), 2)):
+        ticks = [m * 10**e for e in range(-1, 9) for m in mantissas if left <= m * 10**e <= right]
+        if len(ticks) >= enough:
+            break
+    if len(ticks) < 2:
+        ticks = sorted({float(v) for v in np.asarray(values, dtype=float)})[:5] or [lo]
     if len(ticks) > 5:
         ticks = ticks[:: math.ceil(len(ticks) / 5)]
-    ax.set_xlim(lo / 1.4, hi * 1.4)
+    ax.set_xlim(left, right)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_locator(NullLocator())

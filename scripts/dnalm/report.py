@@ -92,9 +92,14 @@ def _columns(protocol: str, block: pd.DataFrame) -> pd.DataFrame:
     return block
 
 
-def summary_markdown(metrics: pd.DataFrame, models: list[str] | None = None) -> str:
+def summary_markdown(
+    metrics: pd.DataFrame, models: list[str] | None = None, shots_scale: dict[str, int] | None = None
+) -> str:
     """A markdown report: one table per protocol and dataset, models as rows, the best value
-    of each column in bold where larger is better (:data:`HIGHER_IS_BETTER`)."""
+    of each column in bold where larger is better (:data:`HIGHER_IS_BETTER`).
+
+    ``shots_scale`` (task -> factor, evaluation.fewshot.shots_scale): a few-shot task drawn
+    with a factor other than 1 says so under its name (the columns keep the nominal K)."""
     summary = summarize(metrics)
     if models is not None:
         summary = summary[summary["model"].isin(models)]
@@ -114,7 +119,9 @@ def summary_markdown(metrics: pd.DataFrame, models: list[str] | None = None) -> 
             block = _columns(protocol, block)
             order = dict(zip(block["column"], block["_order"]))
             columns = sorted(order, key=order.get)
-            lines += [f"**{dataset}**", ""]
+            scale = int((shots_scale or {}).get(dataset, 1)) if protocol == "fewshot" else 1
+            drawn = f" (K is nominal: {scale} K examples drawn per class)" if scale != 1 else ""
+            lines += [f"**{dataset}**{drawn}", ""]
             lines.append("| model | " + " | ".join(columns) + " |")
             lines.append("|---|" + "---|" * len(columns))
             best = block.groupby("column")["mean"].max()

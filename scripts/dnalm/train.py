@@ -8,9 +8,10 @@ Read :func:`train` top to bottom; everything it needs is in this file or named i
    ``torchrun`` (:func:`launch`), seeds, corpus, NPMI table (GeneMask), model, AdamW;
 2. resume from the latest valid checkpoint in ``checkpoint_dir`` (same config hash);
 3. loop over optimizer steps: set the learning rate from the schedule, take ``grad_accum``
-   micro-batches from the batch pipeline (numpy, in a background thread: crop windows,
-   tokenize, mask, corrupt, pack into rows; :class:`Batcher`), forward, backward, clip,
-   step; every ``log_every`` steps a metrics row, every ``checkpoint_every`` steps a
+   micro-batches from the batch pipeline (numpy: crop windows, tokenize, mask, corrupt,
+   pack into rows; :class:`Batcher`; drawn inline on the CPU, prepared ``prefetch``
+   batches ahead in a background thread on CUDA, :class:`BatchStream`), forward, backward,
+   clip, step; every ``log_every`` steps a metrics row, every ``checkpoint_every`` steps a
    checkpoint;
 4. save the encoder-bearing model + tokenizer + ``dnalm.json`` into ``out_dir`` and the
    metrics TSV, both atomically.
@@ -30,13 +31,15 @@ directory and renamed, only the latest kept):
 * ``optimizer.pt``: AdamW state dict, and ``rng.pt``: torch (and CUDA) RNG states of every
   rank, both loaded with ``torch.load(weights_only=True)``;
 * ``state.json``: step, config hash, the config, the numpy bit-generator state of every
-  rank, metrics rows so far and running sums.
+  rank, metrics rows so far, every rank's sums since the last metrics row (with the wall
+  time they took, so the first row after a resume reports true tokens/s) and running totals.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -61,7 +64,14 @@ import torch
 from . import seq
 from .corpus import Corpus, load_corpus
 from .io import atomic_path, write_tsv
-from .masking import STRATEGIES, apply_mlm_corruption, load_npmi_table, make_masks, resolve_masking_params
+from .masking import (
+    STRATEGIES,
+    apply_mlm_corruption,
+    load_npmi_table,
+    make_masks,
+    resolve_masking_params,
+    uniforms_per_token,
+)
 from .models import build_model as _build_model
 from .models import use_fast_dropout
 
@@ -95,7 +105,8 @@ class TrainConfig:
     max_position: int = 512  # size of the position table (>= max_tokens; inference length)
     size: dict = field(default_factory=lambda: {"layers": 2, "hidden": 64, "heads": 4})
     decoder_size: dict = field(default_factory=lambda: {"layers": 1, "hidden": 64, "heads": 4})
-    # center_prob (None = 0.025 random / 0.0176 genemask), span, keep_fraction, min_keep, mask_ratio
+    # center_prob (None = 0.025 random / 0.0176 genemask), span, keep_fraction, min_keep, mask_ratio,
+    # window (None = k); see dnalm.masking
     masking_params: dict = field(default_factory=dict)
     steps: int = 200  # optimizer steps
     batch_size: int = 32  # windows per micro-batch and process; a step sees batch_size * grad_accum * processes
@@ -150,7 +161,7 @@ class TrainConfig:
         )
         self.adam_betas = tuple(float(b) for b in self.adam_betas)
         self.packing = bool(self.packing)
-        self.masking_params = resolve_masking_params(self.masking, self.masking_params)
+        self.masking_params = resolve_masking_params(self.masking, self.masking_params, self.k)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -414,8 +425,9 @@ class Batcher:
     2. one ``rng.integers`` call over the windows longer than ``max_tokens`` allows, in batch
        order: their crop offsets (overlapping: any base; non-overlapping: a multiple of k,
        keeping the reading frame of inference);
-    3. ``rng.random(n_tokens)``: one uniform per token of the batch's windows tokenized and
-       concatenated, which is what :func:`dnalm.masking.make_mask` draws window after window
+    3. ``rng.random(n_tokens)`` (non-overlapping genemask: ``rng.random((n_tokens, 2))``):
+       the uniforms of the batch's windows tokenized and concatenated, which is what
+       :func:`dnalm.masking.make_mask` draws window after window
        (:func:`dnalm.masking.make_masks` computes the same masks at once);
     4. MLM only: the 80/10/10 corruption (:func:`dnalm.masking.apply_mlm_corruption`) of
        those concatenated tokens.
@@ -433,7 +445,8 @@ class Batcher:
         self.overlapping = cfg.tokenization == "overlapping"
         self.max_bases = n_kmers + cfg.k - 1 if self.overlapping else n_kmers * cfg.k
         self.vocab = seq.vocab_size(cfg.k)
-        self.masking_params = resolve_masking_params(cfg.masking, cfg.masking_params)
+        self.masking_params = resolve_masking_params(cfg.masking, cfg.masking_params, cfg.k)
+        self.uniforms = uniforms_per_token(cfg.masking, cfg.tokenization)
         self.offsets = np.array(corpus.offsets)  # in memory: read per batch
         self.n_windows = len(corpus)
 
@@ -455,7 +468,8 @@ class Batcher:
         cfg = self.cfg
         starts, lengths = self.windows()
         flat_ids, tok_off = seq.tokenize_windows(self.corpus.bases, starts, lengths, cfg.k, cfg.tokenization)
-        u = self.rng.random(flat_ids.shape[0])
+        n = flat_ids.shape[0]
+        u = self.rng.random(n) if self.uniforms == 1 else self.rng.random((n, self.uniforms))
         flat_mask = make_masks(flat_ids, tok_off, cfg.masking, cfg.tokenization, cfg.k, self.masking_params, self.npmi, u)
         if cfg.architecture == "mlm":
             flat_inputs, _ = apply_mlm_corruption(flat_ids, flat_mask, self.vocab, self.rng)
@@ -736,12 +750,17 @@ def train(
         # --- resume -------------------------------------------------------------------------
         start, rows = 0, []
         interval = _new_interval()
+        interval_seconds = 0.0  # wall time of the current metrics interval before a resume
         totals = {"masked": 0, "maskable": 0}
         found = find_checkpoint(checkpoint_dir, fingerprint, cleanup=dist.main)
         if found is not None:
             path, state = found
             load_checkpoint(path, state, model, optimizer, rng, device, dist.rank)
-            start, rows, interval, totals = state["step"], state["rows"], state["interval"], state["totals"]
+            start, rows, totals = state["step"], state["rows"], state["totals"]
+            # this rank's unfinished metrics interval (sums since the last row, and its wall
+            # time so far, so that the next row's tokens_per_s counts only time spent training)
+            interval = dict(state["intervals"][dist.rank])
+            interval_seconds = interval.pop("seconds")
             log.info("resumed from %s (step %d of %d)", path, start, cfg.steps)
         else:
             log.info(
@@ -783,8 +802,8 @@ def train(
         )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        t_last = time.perf_counter()
-        # on the CPU the batch pipeline costs ~0.1 % of a step and a third busy thread only
+        t_last = time.perf_counter() - interval_seconds
+        # on the CPU the batch pipeline costs ~0.2 % of a step and a third busy thread only
         # disturbs torch's threads; on a GPU, batches prepared ahead hide the host work
         prefetch = cfg.prefetch if cfg.prefetch is not None else (2 if device.type == "cuda" else 0)
         with BatchStream(batcher, prefetch, pin=device.type == "cuda") as batches:
@@ -851,6 +870,7 @@ def train(
                 if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                     numpy_states = _gather(rng_state, dist)
                     torch_states = _gather(_torch_rng_state(device), dist)
+                    intervals = _gather({**interval_state(), "seconds": time.perf_counter() - t_last}, dist)
                     if dist.main:
                         save_checkpoint(
                             checkpoint_dir,
@@ -860,7 +880,7 @@ def train(
                             optimizer,
                             numpy_states,
                             torch_states,
-                            {"config": cfg.to_dict(), "rows": rows, "interval": interval_state(), "totals": totals},
+                            {"config": cfg.to_dict(), "rows": rows, "intervals": intervals, "totals": totals},
                         )
                     if dist.enabled:
                         torch.distributed.barrier()
@@ -903,6 +923,14 @@ def train(
         return summary
     finally:
         if dist.enabled and torch.distributed.is_initialized():
+            # Free DDP (its C++ Reducer holds a reference to the process group) while the
+            # group is still registered, so that the group's last reference is dropped by
+            # destroy_process_group, whose holders release the GIL. Dropped by the Reducer
+            # instead, ProcessGroupGloo's destructor joins its worker threads with the GIL
+            # held while a worker may need the GIL to free a finished collective's tensors:
+            # a deadlock seen here about once in a few runs (pytorch/pytorch#56297).
+            net = sync = None  # noqa: F841
+            gc.collect()
             torch.distributed.destroy_process_group()
 
 
