@@ -89,7 +89,7 @@ def test_learning_rate_schedule_warms_up_and_decays(encoder_dir):
     from dnalm import embed
 
     encoder, meta = embed.load_encoder(encoder_dir, device="cpu")
-    tokens = embed.tokenize_for_model(["ACGTACGTAC"] * 8, K, "overlapping", 64)
+    tokens = embed.sequence_windows(["ACGTACGTAC"] * 8, K, "overlapping", 64)
     seen = []
     original = torch.optim.AdamW.step
 

@@ -66,11 +66,6 @@ def _classifier(encoder, n_classes: int, dropout: float):
     return SequenceClassifier()
 
 
-def _windows(tokens) -> list[list[np.ndarray]]:
-    """Windows per sequence: a bare token array counts as one window."""
-    return [list(t) if isinstance(t, (list, tuple)) else [t] for t in tokens]
-
-
 def _batch(windows: list[list[np.ndarray]], idx, device):
     """Padded windows of the sequences ``idx`` and, per window, its position in ``idx``."""
     import torch
@@ -85,7 +80,7 @@ def train_classifier(encoder, tokens: list, y: np.ndarray, n_classes: int, setti
     """Fine-tune a copy of ``encoder`` plus a new head on ``tokens`` / class indices ``y``.
 
     ``tokens``: per sequence, its windows (a list of token arrays,
-    :func:`dnalm.embed.sequence_windows`) or a single token array.
+    :func:`dnalm.embed.sequence_windows`).
 
     AdamW (no weight decay on biases and LayerNorm weights), linear warm-up over
     ``warmup_ratio`` of the steps then linear decay to 0, gradient norm clipped at 1,
@@ -116,7 +111,6 @@ def train_classifier(encoder, tokens: list, y: np.ndarray, n_classes: int, setti
         return max(0.0, (total - step) / max(total - warmup, 1))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    tokens = _windows(tokens)
     labels = torch.as_tensor(np.asarray(y, dtype=np.int64), device=device)
     use_bf16 = device.type == "cuda"
     for _ in range(int(settings["epochs"])):
@@ -142,7 +136,6 @@ def predict(model, tokens: list, batch_size: int = 64) -> np.ndarray:
     import torch
 
     device = next(model.parameters()).device
-    tokens = _windows(tokens)
     out = np.zeros(len(tokens), dtype=np.int64)
     order = np.argsort([-sum(len(w) for w in ws) for ws in tokens], kind="stable")
     with torch.inference_mode():

@@ -526,6 +526,13 @@ def _gzip_blocks(path, block_size: int) -> Iterator[bytes]:
             raise io.InputError(path, f"truncated or corrupt gzip file: {exc}") from exc
 
 
+def _map_range(fh, lo: int, hi: int) -> tuple[mmap.mmap, int]:
+    """A read-only map of the file's bytes lo..hi, starting at the allocation boundary at
+    or before ``lo``: returns (map, base), the file offset of map[0]."""
+    base = lo - lo % mmap.ALLOCATIONGRANULARITY
+    return mmap.mmap(fh.fileno(), hi - base, access=mmap.ACCESS_READ, offset=base), base
+
+
 def _mapped_windows(path, block_size: int) -> Iterator[tuple[mmap.mmap, int, int]]:
     """A plain file as read-only memory maps of ``block_size`` bytes each: yields
     (map, lo, offset), the window's bytes being map[lo:], which starts at file offset
@@ -533,12 +540,10 @@ def _mapped_windows(path, block_size: int) -> Iterator[tuple[mmap.mmap, int, int
     parser, or counting units in flight) and the next one is mapped ahead (read-ahead
     requested), so resident memory does not grow with the file."""
     size = os.path.getsize(path)
-    gran = mmap.ALLOCATIONGRANULARITY
     with open(path, "rb") as fh:
 
         def window(start):
-            base = start - start % gran
-            mm = mmap.mmap(fh.fileno(), min(size, start + block_size) - base, access=mmap.ACCESS_READ, offset=base)
+            mm, base = _map_range(fh, start, min(size, start + block_size))
             if hasattr(mmap, "MADV_WILLNEED"):
                 mm.madvise(mmap.MADV_WILLNEED)  # read ahead while the previous window is counted
             return mm, start - base, base
@@ -781,6 +786,7 @@ class _Counter:
         # heads: per worker up to k = 9 (small); above, one table, added to under a lock
         self.heads = [np.zeros(n_heads, dtype=np.int64) for _ in range(threads if self.nbits == 0 else 1)]
         self.heads_lock = threading.Lock()
+        self.fold_lock = threading.Lock()  # k <= 9: workers folding their uint32 tables into int64
         self.state = np.zeros((threads, 7), dtype=np.int64)
         if self.nbits == 0:
             self.tops = [np.zeros(4**k, dtype=np.uint32) for _ in range(threads)]
@@ -863,7 +869,7 @@ class _Counter:
     def _count_direct(self, t, buf, unit):
         size = int((unit[:, 1] - unit[:, 0]).sum())
         if self.pending[t] + size > _FOLD_LIMIT:
-            with self.locks_fold:
+            with self.fold_lock:
                 self.folded += self.tops[t]
             self.tops[t][:] = 0
             self.pending[t] = 0
@@ -871,8 +877,6 @@ class _Counter:
         state = self.state[t]
         _kernel("_count_direct")(buf, unit, state, self.cls, self.k, self.tops[t], self.heads[t], self.head_off)
         return None if state[0] < 0 else (int(state[0]), int(state[1]))
-
-    locks_fold = threading.Lock()
 
     def _count_batch(self, t, buf, unit):
         collect, increment = _kernel("_collect"), _kernel("_increment")
@@ -1081,21 +1085,19 @@ def _count_indexed(path, index, records, k, both_strands, threads, block_size) -
     if missing:
         raise io.InputError(index, f"record(s) not found in the index: {', '.join(missing[:10])}")
     size = os.path.getsize(path)
-    gran = mmap.ALLOCATIONGRANULARITY
+    spans = [(ranges[name][0], min(ranges[name][1], size)) for name in records]  # no final newline: bend = size + 1
+    state_at = _kernel("_state_at")
     counter = _Counter(k, threads, _BYTE_CLASS)
     try:
         with open(path, "rb") as fh:
-            for name in records:
-                _check_indexed_record(fh, path, index, name, ranges[name][0], min(ranges[name][1], size), size)
-            for rec, name in enumerate(records):
-                start, end = ranges[name][0], min(ranges[name][1], size)  # no final newline: bend = size + 1
+            for name, (start, end) in zip(records, spans):
+                _check_indexed_record(fh, path, index, name, start, end, size)
+            for rec, (name, (start, end)) in enumerate(zip(records, spans)):
+                code, run = 0, 0
                 for lo in range(start, end, block_size):  # windows mapped while their units are counted
                     hi = min(end, lo + block_size)
-                    base = lo - lo % gran
-                    mm = mmap.mmap(fh.fileno(), hi - base, access=mmap.ACCESS_READ, offset=base)
+                    mm, base = _map_range(fh, lo, hi)
                     buf = np.frombuffer(mm, dtype=np.uint8)
-                    if lo == start:
-                        code, run = 0, 0
                     if mm.find(b">", lo - base, hi - base) >= 0:
                         raise io.InputError(
                             index,
@@ -1104,7 +1106,7 @@ def _count_indexed(path, index, records, k, both_strands, threads, block_size) -
                         )
                     piece = np.array([[lo - base, hi - base, code, run, rec]], dtype=np.int64)
                     counter.count(buf, piece, wait=False, offset=base)
-                    code, run = _kernel("_state_at")(buf, lo - base, hi - base, _BYTE_CLASS, k, code, run)
+                    code, run = state_at(buf, lo - base, hi - base, _BYTE_CLASS, k, code, run)
                     del buf, mm  # unmapped once its units are counted
                     if counter.failed:
                         break

@@ -392,8 +392,7 @@ def make_masks(flat_ids, offsets, strategy: str, tokenization: str, k: int, para
     x = f * np.bincount(cwin, minlength=int(win[-1]) + 1)
     floor = np.floor(x)
     n_mask = floor.astype(np.int64) + (u[pos[starts], 1] < x - floor)
-    score = np.asarray(npmi, dtype=np.float64)[ids[cand] - N_SPECIAL]
-    score[np.isnan(score)] = -np.inf
+    score = _content_npmi(ids, ok, npmi)[cand]
     chosen = cand[_rank_within(cwin, np.lexsort((cand, -score, cwin))) < n_mask[cwin]]
     mask[chosen] = True
     return mask
