@@ -1,23 +1,23 @@
-"""k-mer counting against a brute-force dictionary counter over every substring.
+"""k-mer counting against a brute-force dictionary counter over every substring (conftest.py).
 
-Bad-input tests are in test_kmers_errors.py, the comparison with KMC in test_kmers_kmc.py."""
+Bad-input tests are in test_kmers_errors.py and test_fasta.py, the comparison with KMC in
+test_kmers_kmc.py."""
 
 from __future__ import annotations
 
-import gzip
 import itertools
-from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import RC, assert_matches, brute_counts, random_records, write_fasta_lines
 
-from dnalm import io
+from dnalm import _counter, io
+from dnalm.fasta import fasta_records
 from dnalm.kmers import (
     KmerCounts,
     codes_to_strings,
     count_fasta,
     count_sequences,
-    fasta_records,
     load_counts,
     read_shard_plan,
     write_shard_plan,
@@ -27,47 +27,6 @@ from dnalm.kmers import (
     shard_records,
     strings_to_codes,
 )
-
-RC = str.maketrans("ACGT", "TGCA")
-
-
-def brute_counts(seqs, k_max, both_strands=False):
-    """Reference: a dict per n over every substring of every record (and its rev-comp)."""
-    out = [Counter() for _ in range(k_max)]
-    for s in seqs:
-        s = s.replace("-", "").upper()
-        strands = [s, s.translate(RC)[::-1]] if both_strands else [s]
-        for t in strands:
-            for n in range(1, k_max + 1):
-                for i in range(len(t) - n + 1):
-                    w = t[i : i + n]
-                    if set(w) <= set("ACGT"):
-                        out[n - 1][w] += 1
-    return out
-
-
-def assert_matches(counts: KmerCounts, ref):
-    for n in range(1, counts.k_max + 1):
-        dense = counts.counts[n - 1]
-        nz = np.flatnonzero(dense)
-        got = dict(zip(codes_to_strings(nz, n), dense[nz].tolist()))
-        assert got == dict(ref[n - 1]), f"n={n}"
-        assert counts.n_windows(n) == sum(ref[n - 1].values())
-
-
-def random_records(rng, n_records, max_len):
-    """Random DNA with lowercase runs, N runs, other IUPAC letters, gaps; some records tiny.
-
-    Ambiguity codes (R, Y, W) stay at 3 % of the letters: a record with more than 10 % of
-    them is rejected as a probable protein (test_kmers_errors.py)."""
-    letters = np.array(list("ACGTacgtNRYW-"))
-    weights = np.array([0.19] * 4 + [0.04] * 4 + [0.05, 0.01, 0.01, 0.01, 0.03])
-    recs = []
-    for _ in range(n_records):
-        length = int(rng.integers(0, max_len))
-        recs.append("".join(rng.choice(letters, size=length, p=weights / weights.sum())))
-    return recs
-
 
 @pytest.fixture(scope="module")
 def records():
@@ -91,18 +50,6 @@ def test_hand_example():
     assert c.count("AC") == c.count("CG") == c.count("TT") == 1
     assert c.n_windows(2) == 3
     assert c.count("GA") == 0 and c.count("AT") == 0
-
-
-def write_fasta_lines(path, recs, width=13, gz=False, eol="\n"):
-    text = "".join(
-        f">r{i} some description{eol}" + "".join(s[j : j + width] + eol for j in range(0, len(s), width))
-        for i, s in enumerate(recs)
-    )
-    if gz:
-        with gzip.open(path, "wt") as fh:
-            fh.write(text)
-    else:
-        path.write_bytes(text.encode())
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +93,12 @@ def test_count_fasta_blocks_threads_equal_brute_force(
 def test_bucketed_kernel_and_folds(tmp_path, long_records, k, monkeypatch):
     """k >= 10 counts through counting-sort batches into a shared table, k <= 9 into
     per-thread uint32 tables; tiny batches and frequent folds into int64 stress both."""
-    import dnalm.kmers as km
-
     ref = brute_counts(long_records, k)
     fa = tmp_path / "x.fa.gz"
     write_fasta_lines(fa, long_records, width=61, gz=True)
     assert_matches(count_fasta(fa, k, threads=2, block_size=9000), ref)
-    monkeypatch.setattr(km, "_BATCH", 5)  # batches of 5 windows (k >= 10)
-    monkeypatch.setattr(km, "_FOLD_LIMIT", 3000)  # uint32 tables folded into int64 often (k <= 9)
+    monkeypatch.setattr(_counter, "BATCH", 5)  # batches of 5 windows (k >= 10)
+    monkeypatch.setattr(_counter, "FOLD_LIMIT", 3000)  # uint32 tables folded into int64 often (k <= 9)
     assert_matches(count_fasta(fa, k, block_size=1000), ref)
     assert_matches(count_fasta(fa, k, threads=3, block_size=7000), ref)
     assert_matches(count_sequences(long_records, k), ref)
@@ -163,8 +108,6 @@ def test_bucketed_kernel_and_folds(tmp_path, long_records, k, monkeypatch):
 def test_counts_past_uint16(tmp_path, k, threads, monkeypatch):
     """The shared k >= 10 table is uint16 with int64 carries: counts of 2**16 and more
     (here a 140 kb poly-A run) come out exact, also when the wraps happen in tiny batches."""
-    import dnalm.kmers as km
-
     rng = np.random.default_rng(11)
     tail = "".join(rng.choice(list("ACGTN"), size=3000))
     poly = 140_000
@@ -175,15 +118,16 @@ def test_counts_past_uint16(tmp_path, k, threads, monkeypatch):
     write_fasta_lines(fa, ["A" * poly, tail], width=60)
     assert ref[k - 1]["A" * k] > 2 * 2**16
     assert_matches(count_fasta(fa, k, threads=threads), ref)
-    monkeypatch.setattr(km, "_BATCH", 1000)
+    monkeypatch.setattr(_counter, "BATCH", 1000)
     assert_matches(count_fasta(fa, k, threads=threads, block_size=5000), ref)
 
 
 def test_state_at_matches_forward_scan():
     """The state recomputed at a cut equals the state reached by reading up to the cut."""
-    from dnalm.kmers import _BYTE_CLASS, _kernels
+    from dnalm._kernels import kernel
+    from dnalm.fasta import BYTE_CLASS as _BYTE_CLASS
 
-    state_at = _kernels()[1]
+    state_at = kernel("state_at")
     rng = np.random.default_rng(4)
     buf = np.frombuffer("".join(rng.choice(list("ACGTacgtN\n-"), size=3000)).encode(), dtype=np.uint8)
     for k in (1, 3, 12):
@@ -246,15 +190,6 @@ def test_shards_sum_to_whole(tmp_path):
     whole = count_fasta(fa, 5, both_strands=True)
     assert merge_count_files(paths) == whole
     assert_matches(whole, brute_counts(recs, 5, True))
-
-
-def test_fasta_records_edge_cases(tmp_path):
-    f = tmp_path / "a.fa"
-    f.write_bytes(b"\n\n>x desc\nAC GT\r\nNN-a\n>y\n>z\nA")  # blank lines first, empty record, no final newline
-    assert fasta_records(f, block_size=3) == {"x": 7, "y": 0, "z": 1}
-    assert count_fasta(f, 2, block_size=3) == count_sequences(["ACGTNNa", "", "A"], 2)
-    f.write_bytes(b">only-header")
-    assert fasta_records(f) == {"only-header": 0}
 
 
 def test_shard_records_balanced_and_deterministic():

@@ -7,7 +7,8 @@ import string
 import pytest
 
 from dnalm import genome, io
-from dnalm.kmers import count_fasta, count_sequences, fasta_records
+from dnalm.fasta import fasta_records
+from dnalm.kmers import count_fasta, count_sequences
 
 
 def test_genome_and_counter_agree_on_every_printable_letter(tmp_path):
@@ -35,16 +36,16 @@ def test_genome_and_counter_agree_on_every_printable_letter(tmp_path):
     assert accepted == set("ACGTRYSWKMBDHVNUXacgtryswkmbdhvnuxX.-")
 
 
-def test_prepare_genome_keeps_codes_removes_gaps(tmp_path):
+def test_prepare_genome_keeps_codes_removes_gaps_reads_u_as_t(tmp_path):
     src = tmp_path / "in.fa"
     src.write_text(">chr1 desc\nACGT-acgtN\nUX.RYacg\n>chrUn\nAAAA\n>chr2\nGG--TT\n")
     out = tmp_path / "genome.fa"
     summary = genome.prepare_genome(src, out, contigs=[r"chr\d+"])
     assert summary == {"kept": ["chr1", "chr2"], "dropped": 1, "bases": 17 + 4}
-    assert out.read_text() == ">chr1\nACGTacgtNUX.RYacg\n>chr2\nGGTT\n"
+    assert out.read_text() == ">chr1\nACGTacgtNTX.RYacg\n>chr2\nGGTT\n"  # U (RNA) written as T
     # the counter sees the same sequence in the source and in the prepared genome
     assert count_fasta(out, 3) == count_fasta(src, 3, records=["chr1", "chr2"])
-    assert count_fasta(out, 3) == count_sequences(["ACGTacgtNUX.RYacg", "GGTT"], 3)
+    assert count_fasta(out, 3) == count_sequences(["ACGTacgtNTX.RYacg", "GGTT"], 3)
 
 
 @pytest.mark.parametrize(

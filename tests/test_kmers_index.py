@@ -1,7 +1,7 @@
 """count_kmers shards read through the genome's .fai index: only their own records' bytes.
 
 The index is built by pyfaidx, as the ``index_genome`` rule does. References: the brute-force
-counter of test_kmers.py and counting the whole file by streaming it."""
+counter of conftest.py and counting the whole file by streaming it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from collections import Counter
 import numpy as np
 import pyfaidx
 import pytest
+from conftest import assert_matches, brute_counts, random_records, write_fasta_lines
 
-from dnalm import io
-from dnalm import kmers as km
-from dnalm.kmers import count_fasta, fasta_records, merge_count_files, read_shard_plan, save_counts, write_shard_plan
-from test_kmers import assert_matches, brute_counts, random_records, write_fasta_lines
+from dnalm import fasta, io
+from dnalm.fasta import fasta_records
+from dnalm.kmers import count_fasta, merge_count_files, read_shard_plan, save_counts, write_shard_plan
 
 pytestmark = pytest.mark.filterwarnings("ignore:Index file .* is older than FASTA file")
 
@@ -73,7 +73,7 @@ def test_shard_reads_only_its_own_records(tmp_path, genome, monkeypatch):
     byte of the next header, its boundary checks)."""
     fa, fai, recs = genome
     mine = ["r1", "r4"]
-    ranges = km._read_index(fa, fai)
+    ranges = fasta.read_index(fa, fai)
     data = bytearray(fa.read_bytes())
     for name, (start, end) in ranges.items():
         if name not in mine:
@@ -99,9 +99,9 @@ def test_shard_reads_only_its_own_records(tmp_path, genome, monkeypatch):
     def no_stream(*args, **kwargs):
         raise AssertionError("the indexed path must not stream the file")
 
-    monkeypatch.setattr(km.mmap, "mmap", spy_mmap)
-    monkeypatch.setattr(km.os, "pread", spy_pread)
-    monkeypatch.setattr(km, "_FastaStream", no_stream)
+    monkeypatch.setattr(fasta.mmap, "mmap", spy_mmap)
+    monkeypatch.setattr(fasta.os, "pread", spy_pread)
+    monkeypatch.setattr(fasta, "FastaStream", no_stream)
     got = count_fasta(fa, 8, records=mine, threads=2, block_size=3000, index=fai)
     monkeypatch.undo()
     assert_matches(got, brute_counts([recs[1], recs[4]], 8))
@@ -146,7 +146,7 @@ def test_index_errors(tmp_path, genome):
         count_fasta(gz, 3, records=["r0"], index=fai)
     # a bad byte in the shard's own record names file, record and byte
     data = bytearray(fa.read_bytes())
-    start, _ = km._read_index(fa, fai)["r2"]
+    start, _ = fasta.read_index(fa, fai)["r2"]
     data[start + 5] = ord("J")
     fa.write_bytes(bytes(data))
     with pytest.raises(io.InputError, match=rf"'J' at byte {start + 5} .*protein") as err:

@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import brute_counts
 
 from dnalm.kmers import KmerCounts, count_sequences
 from dnalm.npmi import COLUMNS, npmi_lookup, npmi_table, read_npmi_table, write_npmi_table
-
-
-def brute_ngram_counts(seqs, k_max):
-    out = [Counter() for _ in range(k_max)]
-    for s in seqs:
-        s = s.upper()
-        for n in range(1, k_max + 1):
-            for i in range(len(s) - n + 1):
-                w = s[i : i + n]
-                if set(w) <= set("ACGT"):
-                    out[n - 1][w] += 1
-    return out
 
 
 def compositions(w):
@@ -38,7 +26,7 @@ def compositions(w):
 
 def brute_npmi(seqs, k_max, min_count=1):
     """Reference table as {kmer: (count, log_p, pmi, npmi)} with plain Python floats."""
-    cnt = brute_ngram_counts(seqs, k_max)
+    cnt = brute_counts(seqs, k_max)
     totals = [sum(c.values()) for c in cnt]
 
     def logp(s):

@@ -5,12 +5,13 @@ reads the simulated genome), soft-masking (lowercase) kept, restricted to the re
 name fully matches one of ``contigs`` (e.g. ``chr([0-9]+|X|Y)`` keeps hg38's primary
 chromosomes and drops alternate haplotypes, unplaced contigs and chrM).
 
-Letters are checked with the k-mer counter's rules (:func:`dnalm.kmers.sequence_problem`),
-so a genome that passes here also passes ``plan_kmer_shards``: ACGT, the other IUPAC
-codes, U, X and '.' are kept (they break k-mers and tokenize to [UNK], as in DESIGN.md);
-alignment gaps ('-') are removed, as everywhere in the pipeline; anything else (a protein
-letter, a digit) or a record that is more than 10 % ambiguity codes (a protein spelled in
-letters that double as nucleotide codes) is an error naming the file and the record.
+Letters are checked with the k-mer counter's rules (:func:`dnalm.fasta.sequence_problem`),
+so a genome that passes here also passes ``plan_kmer_shards``: ACGT are kept; U (RNA) is
+written as T (u as t), as the counter reads it; the other IUPAC codes, X and '.' are kept
+(they break k-mers and tokenize to [UNK], as in DESIGN.md); alignment gaps ('-') are
+removed, as everywhere in the pipeline; anything else (a protein letter, a digit, binary
+data) or a record that is more than 10 % ambiguity codes (a protein spelled in letters that
+double as nucleotide codes) is an error naming the file and the record.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import logging
 import re
 
 from .download import verify_checksums
-from .io import InputError, read_fasta, write_fasta
-from .kmers import sequence_problem
+from .fasta import read_fasta, sequence_problem, write_fasta
+from .io import InputError
 
 log = logging.getLogger("dnalm.genome")
-_REMOVED = "- \t\v\f"
-_REMOVE = {ord(c): None for c in _REMOVED}
+_CHANGED = "-Uu"  # read_fasta has removed whitespace already
+_TO_DNA = str.maketrans({"-": None, "U": "T", "u": "t"})
 
 
 def prepare_genome(src, dst, contigs=None, checksums=None) -> dict:
@@ -33,7 +34,8 @@ def prepare_genome(src, dst, contigs=None, checksums=None) -> dict:
     ``checksums`` (``{"md5": ...}``) are verified first when given. Raises
     :class:`InputError` naming the file and record for a malformed FASTA, a letter that is
     not a nucleotide code, a probable protein, or when no record is kept. Gaps ('-') are
-    removed. Returns ``{"kept": [...], "dropped": n, "bases": n}`` (bases: after removing gaps).
+    removed, U becomes T. Returns ``{"kept": [...], "dropped": n, "bases": n}`` (bases:
+    after removing gaps).
     """
     if checksums:
         verify_checksums(src, checksums)
@@ -51,8 +53,8 @@ def prepare_genome(src, dst, contigs=None, checksums=None) -> dict:
             problem = sequence_problem(seq)
             if problem:
                 raise InputError(src, problem, record=name)
-            if any(c in seq for c in _REMOVED):  # gaps (and any whitespace the parser left)
-                seq = seq.translate(_REMOVE)
+            if any(c in seq for c in _CHANGED):
+                seq = seq.translate(_TO_DNA)
             kept.append(name)
             stats["bases"] += len(seq)
             log.info("%s: %d bp", name, len(seq))

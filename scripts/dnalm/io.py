@@ -1,15 +1,20 @@
-"""Input/output helpers shared by every stage: atomic writes, clear input errors, FASTA."""
+"""Input/output helpers shared by every stage: atomic writes, clear input errors, text files.
+
+FASTA files are read and written by :mod:`dnalm.fasta`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-
+log = logging.getLogger("dnalm.io")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -70,51 +75,42 @@ def open_text(path: str | os.PathLike):
     return open(path, "rt")
 
 
-def read_fasta(path: str | os.PathLike) -> Iterator[tuple[str, str]]:
-    """Yield ``(name, sequence)`` for each record of a (gzipped) FASTA file.
-
-    Uses Biopython's parser; raises :class:`InputError` naming the file and record for an
-    empty file, a file that is not FASTA, or duplicate record names.
-    """
-    from Bio.SeqIO.FastaIO import SimpleFastaParser
-
-    seen: set[str] = set()
-    n = 0
-    try:
-        with open_text(path) as handle:
-            first = handle.read(1)
-            if first == "":
-                raise InputError(path, "file is empty")
-            if first != ">":
-                raise InputError(path, "not a FASTA file (first character is not '>')")
-            handle.seek(0)
-            for title, seq in SimpleFastaParser(handle):
-                name = title.split(None, 1)[0] if title.strip() else ""
-                if not name:
-                    raise InputError(path, "record with an empty name", record=f"#{n + 1}")
-                if name in seen:
-                    raise InputError(path, "duplicate record name", record=name)
-                seen.add(name)
-                n += 1
-                yield name, seq
-    except (EOFError, gzip.BadGzipFile, OSError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(path, f"cannot read compressed/plain FASTA: {exc}") from exc
-    if n == 0:
-        raise InputError(path, "no FASTA records found")
-
-
-def write_fasta(path: str | os.PathLike, records, width: int = 80) -> None:
-    """Write ``(name, sequence)`` pairs as FASTA, atomically."""
-    with atomic_open(path) as out:
-        for name, seq in records:
-            out.write(f">{name}\n")
-            for i in range(0, len(seq), width):
-                out.write(seq[i : i + width] + "\n")
-
-
 def write_tsv(df, path: str | os.PathLike) -> None:
     """Write a pandas DataFrame as a tab-separated file with a header, atomically."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep="\t", index=False)
+
+
+def remove_stale_temps(path: str | os.PathLike, suffix: str | None = None) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_path` for ``path`` that a killed run
+    left (SIGKILL or a power cut: no clean-up ran). Only ``path``'s own ones
+    (``.<name>.<8 random characters>.tmp<suffix>``, ``suffix`` as for :func:`atomic_path`),
+    so that jobs writing other files in the same folder are left alone; call it before
+    writing ``path``, when no other process writes ``path``. Returns the removed paths."""
+    path = Path(path)
+    if suffix is None:
+        suffix = "".join(path.suffixes)
+    # mkstemp's random part: 8 of [a-z0-9_]
+    own = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}" + re.escape(f".tmp{suffix}"))
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if own.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            log.info("removing %s, the temporary file of an interrupted earlier run", entry.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def __getattr__(name: str):
+    """``io.read_fasta`` and ``io.write_fasta``, former names of :mod:`dnalm.fasta`'s
+    (imported on use: dnalm.fasta itself imports this module)."""
+    if name in ("read_fasta", "write_fasta"):
+        from . import fasta
+
+        return getattr(fasta, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
