@@ -27,10 +27,10 @@ import pandas as pd
 
 from .download import archive_kind
 from .io import InputError, open_text
+from .simulate.defaults import BARCODE_COLUMNS, KNOWN_SPLITS, SEEN_SPLITS, UNSEEN_SPLITS
 
 log = logging.getLogger("dnalm.barcodes")
 
-BARCODE_COLUMNS = ["processid", "dna_barcode", "order", "family", "genus", "species", "split"]
 RANKS = ("order", "family", "genus", "species")
 
 #: input column -> output column, per layout (the first four of each are required)
@@ -52,8 +52,6 @@ LAYOUTS: dict[str, dict[str, str]] = {
         "species": "species",
     },
 }
-SEEN_SPLITS = ("pretrain", "train", "val", "test")
-UNSEEN_SPLITS = ("pretrain", "key_unseen", "val_unseen", "test_unseen")
 #: Default split fractions of labelled specimens, close to BIOSCAN-5M's split sizes
 #: (train 289 k, val 14.8 k, test 39.4 k; key_unseen 36.5 k, val_unseen 8.8 k, test_unseen 7.9 k).
 DEFAULT_SEEN = {"train": 0.8, "val": 0.05, "test": 0.15}
@@ -178,9 +176,10 @@ def _check_fractions(fractions: Mapping[str, float], allowed, required, what: st
     return fractions
 
 
-def _assign(sizes: np.ndarray, fractions: dict[str, float], first: list[str]) -> list[str]:
+def assign_groups(sizes, fractions: Mapping[str, float], first: list[str]) -> list[str]:
     """Split names for groups of ``sizes`` specimens: ``first`` as listed, then greedily
-    towards the ``fractions`` of the specimen count (the split furthest below its target)."""
+    towards the ``fractions`` of the specimen count (the split furthest below its target
+    gets the next group). Used by :func:`build_splits` and the barcode simulator."""
     names = list(fractions)
     target = np.array([fractions[s] for s in names], dtype=float)
     target = target / target.sum() * float(np.sum(sizes))
@@ -293,9 +292,9 @@ def build_splits(
         groups = part.index.get_level_values("g").to_numpy()
         order = rng.permutation(len(groups))
         if is_unseen[u]:  # a unit with an unseen species holds only that species (u is its root)
-            names = _assign(part.to_numpy()[order], unseen, ["key_unseen", "test_unseen"])
+            names = assign_groups(part.to_numpy()[order], unseen, ["key_unseen", "test_unseen"])
         else:
-            names = _assign(part.to_numpy()[order], seen, ["train", "test"])
+            names = assign_groups(part.to_numpy()[order], seen, ["train", "test"])
         group_split.update(zip(groups[order].tolist(), names))
     split[lab] = [group_split[g] for g in gid[lab].tolist()]
     labelled_groups = np.zeros(gid.max() + 1, dtype=bool)

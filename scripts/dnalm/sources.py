@@ -27,7 +27,8 @@ from urllib.parse import unquote, urlparse
 
 from .config import ConfigError
 from .download import CHECKSUMS
-from .simulate import GENOME_TASKS as SIMULATED_TASKS  # tasks the simulated genome writes
+from .simulate.defaults import GENOME_TASKS as SIMULATED_TASKS  # tasks the simulated genome writes
+
 TASK_ROLES = ("train", "test")
 
 
@@ -148,7 +149,7 @@ def _check_member(member: str) -> str:
 def plan(config: dict, genome_defaults: dict | None = None, barcode_defaults: dict | None = None) -> DataPlan:
     """The data plan of a validated config (defaults filled); ConfigError names the bad key.
 
-    ``genome_defaults`` / ``barcode_defaults`` (``dnalm.simulate.DEFAULT_GENOME`` /
+    ``genome_defaults`` / ``barcode_defaults`` (``dnalm.simulate.defaults.DEFAULT_GENOME`` /
     ``DEFAULT_BARCODES``) let it check the simulation overrides.
     """
     data = config.get("data", {})
