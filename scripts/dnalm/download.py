@@ -219,7 +219,7 @@ def _check_tar(path) -> int:
 def _check_table(path) -> str:
     """The last record ends with a newline and has as many fields as the header."""
     with open(path, "rb") as fh:
-        header = fh.readline().decode("utf-8-sig").rstrip("\r\n")
+        header = fh.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
         fh.seek(0, os.SEEK_END)
         size = fh.tell()
         fh.seek(max(0, size - (1 << 20)))
@@ -234,6 +234,8 @@ def _check_table(path) -> str:
         raise IncompleteError(
             path, f"the table's last line has no newline (it ends with {last!r}): the transfer was probably cut"
         )
+    if size > len(tail) and b"\n" not in tail[:-1]:
+        return "final newline (the last record is longer than 1 MB)"
     lines = [ln for ln in tail.decode("utf-8", errors="replace").splitlines() if ln.strip()]
     last = lines[-1] if lines else header
     want, got = fields(header), fields(last)
@@ -252,7 +254,8 @@ def verify_complete(path) -> str | None:
     file without its end-of-file block (a cut at a block boundary leaves the rest
     readable), a zip without its central directory or with a bad member CRC, a tar without
     its end, or a table whose last line is cut. A table cut exactly at a line end cannot
-    be told from a complete one: pin a checksum for certainty.
+    be told from a complete one (nor can a CSV whose last record holds a quoted line
+    break be checked by its field count): pin a checksum for certainty.
     """
     kind = file_format(path)
     if kind == "gzip":
