@@ -36,6 +36,8 @@ rule download:
         retries=config["data"]["download"]["retries"],
         backoff=config["data"]["download"]["backoff"],
         timeout=config["data"]["download"]["timeout"],
+        allow_unverified=config["data"]["download"]["allow_unverified"],
+        config_key=lambda wildcards: DATA.downloads[wildcards.download].config_key,
     wildcard_constraints:
         download=_alternatives(DATA.downloads),
     localrule: True

@@ -1,4 +1,5 @@
-"""Rule download: fetch one input file, resuming and retrying, and verify its checksum."""
+"""Rule download: fetch one input file, resuming and retrying, and verify its checksum
+(or, with none pinned, its completeness as far as its format shows)."""
 
 from dnalm import download, logs
 
@@ -11,5 +12,7 @@ download.download(
     retries=p.retries,
     backoff=p.backoff,
     timeout=p.timeout,
+    allow_unverified=p.allow_unverified,
+    config_key=p.config_key,
 )
 log.info("wrote %s", snakemake.output[0])

@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from dnalm import download, logs
+from dnalm import archives, download, logs
 
 log = logs.to_file(snakemake.log[0])
 p = snakemake.params
@@ -14,7 +14,7 @@ shutil.rmtree(tmp, ignore_errors=True)
 tmp.mkdir(parents=True)
 try:
     download.verify_checksums(snakemake.input[0], p.archive_checksums)
-    (member,) = download.extract(snakemake.input[0], tmp, members=[p.member])
+    (member,) = archives.extract(snakemake.input[0], tmp, members=[p.member])
     download.verify_checksums(member, {"md5": p.md5} if p.md5 else None, name=f"{snakemake.input[0]}:{p.member}")
     member.replace(out)  # same file system: an atomic rename of the verified file
 finally:

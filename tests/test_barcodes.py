@@ -170,3 +170,49 @@ def test_unknown_layouts_and_archives_are_explained(tmp_path):
         zf.writestr("inner.tsv", "a\tb\n")
     with pytest.raises(io.InputError, match="zip archive.*data.barcodes.member"):
         barcodes.convert(tmp_path / "x.zip")
+
+
+def test_missing_ranks_are_missing_never_a_class(tmp_path, caplog):
+    """Empty fields, blanks and placeholders ('None', 'NA', 'not_classified') are all missing
+    (""), counted in the log; a species 'None' is unlabelled (pretrain), not a species."""
+    rows = bold_rows()
+    placeholders = {"genus_name": ["", "  ", "None", " NA ", "n/a", "null"], "species_name": ["None", "not_classified", "nan"]}
+    labelled = [r for r in rows if r["species_name"] and r["markercode"] == "COI-5P" and r["nucleotides"]]
+    for r, value in zip(labelled[:6], placeholders["genus_name"]):
+        r["genus_name"] = value
+    for r, value in zip(labelled[6:9], placeholders["species_name"]):
+        r["species_name"] = value
+    labelled[9]["family_name"] = "NULL"
+    with caplog.at_level("INFO", logger="dnalm.barcodes"):
+        table = barcodes.convert(write_bold(tmp_path / "bold.tsv", rows), seed=3)
+    for rank in ("order", "family", "genus", "species"):
+        values = set(table[rank])
+        assert not values & {"None", "NA", "n/a", "null", "NULL", "not_classified", "nan", "  "}, (rank, values)
+    by_id = table.set_index("processid")
+    assert (by_id.loc[[r["processid"] for r in labelled[:6]], "genus"] == "").all()
+    assert (by_id.loc[[r["processid"] for r in labelled[6:9]], "species"] == "").all()
+    assert by_id.loc[labelled[9]["processid"], "family"] == ""
+    # unlabelled rows: 10 from bold_rows + the 3 placeholder species; none of them trains or tests a species
+    unlabelled = table[table["species"] == ""]
+    assert len(unlabelled) == 13 and set(unlabelled["split"]) <= {"pretrain", "other_heldout"}
+    n_genus = 10 + 6  # bold_rows' unlabelled rows have no genus either
+    assert (table["genus"] == "").sum() == n_genus
+    assert f"genus {n_genus}, species 13" in caplog.text and "family 11" in caplog.text, caplog.text
+
+
+def test_unknown_split_names_are_an_error(tmp_path):
+    df = pd.DataFrame({
+        "processid": ["P1", "P2", "P3", "P4"], "dna_barcode": ["ACGT" * 10] * 4, "order": ["Diptera"] * 4,
+        "family": ["Culicidae"] * 4, "genus": ["Aedes"] * 4, "species": ["Aedes vexans"] * 4,
+        "split": ["train", "training", "test", "training"],
+    })
+    df.to_csv(tmp_path / "meta.csv", index=False)
+    with pytest.raises(io.InputError) as err:
+        barcodes.convert(tmp_path / "meta.csv")
+    msg = str(err.value)
+    assert str(tmp_path / "meta.csv") in msg and "unknown split name(s) 'training' (2 rows)" in msg, msg
+    assert "record 'P2'" in msg and "known: pretrain, train, val, test, key_unseen, val_unseen, test_unseen, other_heldout" in msg
+    assert "data.barcodes.splits.rebuild" in msg
+    # rebuilding the splits ignores the file's names
+    table = barcodes.convert(tmp_path / "meta.csv", rebuild_splits=True)
+    assert set(table["split"]) <= {"train", "test", "val"}

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dnalm import seq
-from dnalm.corpus import Corpus, barcode_windows, genome_windows, load_corpus, save_corpus
-from dnalm.io import InputError, write_fasta
+from dnalm import barcodes, seq, sources
+from dnalm.config import ConfigError
+from dnalm.corpus import Corpus, barcode_corpus, barcode_windows, genome_windows, load_corpus, save_corpus
+from dnalm.io import InputError, write_fasta, write_tsv
 
 
 def rand_dna(rng, n, alphabet="ACGT"):
@@ -177,3 +178,72 @@ def test_save_corpus_failure_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         save_corpus(tmp_path / "x.npz", corpus)
     assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- which barcodes pretrain
+
+
+def _fully_labelled_table(tmp_path, n_genera=4, n_species=5, n_specimens=8, seed=0):
+    """A BOLD export in which every specimen has a species: its built splits have no pretrain."""
+    rng = np.random.default_rng(seed)
+    header = ["processid", "order_name", "family_name", "genus_name", "species_name", "nucleotides"]
+    lines, k = ["\t".join(header)], 0
+    for g in range(n_genera):
+        for sp in range(n_species):
+            haplos = [rand_dna(rng, 90) for _ in range(3)]
+            for _ in range(n_specimens):
+                k += 1
+                lines.append(f"P{k}\tDiptera\tFam\tGenus{g}\tGenus{g} sp{sp}\t{haplos[int(rng.integers(3))]}")
+    path = tmp_path / "bold.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    return barcodes.convert(path, seed=1)
+
+
+def test_a_fully_labelled_table_pretrains_on_train_never_on_evaluation_splits(tmp_path):
+    table = _fully_labelled_table(tmp_path)
+    assert "pretrain" not in set(table["split"]) and {"train", "test", "test_unseen"} <= set(table["split"])
+    # the bug: the old default, the pretrain split alone, holds nothing
+    assert len(barcode_windows(table, splits=("pretrain",))) == 0
+    windows, chosen, why = barcode_corpus(table, "auto", length=660)
+    assert chosen == ("pretrain", "train") and "train" in why and "never val, test" in why
+    got = [seq.decode(windows[i]) for i in range(len(windows))]
+    train = table.loc[table["split"] == "train", "dna_barcode"].tolist()
+    assert got == train and len(got) > 0  # every train barcode, in table order, and nothing else
+    held_out = set(table.loc[~table["split"].isin(["pretrain", "train"]), "dna_barcode"])
+    assert held_out and not held_out & set(got)  # no test / val / unseen specimen's barcode
+    # the same through the pipeline's own barcodes.tsv, read as the rule reads it
+    write_tsv(table, tmp_path / "barcodes.tsv")
+    again, _, _ = barcode_corpus(pd.read_csv(tmp_path / "barcodes.tsv", sep="\t"), "auto", length=660)
+    assert np.array_equal(again.bases, windows.bases) and np.array_equal(again.offsets, windows.offsets)
+
+
+def test_auto_keeps_a_large_pretrain_split_alone_and_adds_train_to_a_small_one():
+    def table(n_pretrain, n_train):
+        splits = ["pretrain"] * n_pretrain + ["train"] * n_train + ["test"] * 3 + ["key_unseen"] * 2
+        return pd.DataFrame({"dna_barcode": [f"ACGT{'A' * i}" for i in range(len(splits))], "split": splits})
+
+    big = table(10, 6)
+    windows, chosen, _ = barcode_corpus(big, "auto", length=660)
+    assert chosen == ("pretrain",) and len(windows) == 10  # BIOSCAN-5M and the demo: unchanged
+    small = table(2, 6)
+    windows, chosen, _ = barcode_corpus(small, "auto", length=660)
+    assert chosen == ("pretrain", "train") and len(windows) == 8
+    # a list is taken as given, and an empty corpus names the config key and the table's splits
+    assert barcode_corpus(small, ["test"], length=660)[0].lengths.tolist() == [12, 13, 14]  # rows 8-10
+    with pytest.raises(InputError) as err:
+        barcode_corpus(small, ["val"], length=660, source="results/data/barcodes.tsv")
+    msg = str(err.value)
+    assert "results/data/barcodes.tsv" in msg and "config key 'corpus.barcodes.splits'" in msg
+    assert "['val']" in msg and "'train': 6" in msg and "'pretrain': 2" in msg
+
+
+def test_corpus_split_names_the_source_cannot_have_fail_at_config_time():
+    assert sources.plan({"corpus": {"barcodes": {"splits": "auto"}}}).barcode_splits[:4] == ("pretrain", "train", "val", "test")
+    with pytest.raises(ConfigError, match=r"'corpus.barcodes.splits': \['training'\] can never hold barcodes"):
+        sources.plan({"corpus": {"barcodes": {"splits": ["pretrain", "training"]}}})
+    # the simulator gives no specimen to a split whose fraction is 0
+    no_pretrain = {"split_seen": {"pretrain": 0}, "split_unseen": {"pretrain": 0}}
+    with pytest.raises(ConfigError, match="simulated barcodes can have"):
+        sources.plan({"data": {"barcodes": {"simulate": no_pretrain}}, "corpus": {"barcodes": {"splits": ["pretrain"]}}})
+    real = {"data": {"barcodes": {"path": "bold.tsv"}}, "corpus": {"barcodes": {"splits": ["other_heldout"]}}}
+    assert "other_heldout" in sources.plan(real).barcode_splits

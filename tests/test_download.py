@@ -1,17 +1,20 @@
-"""Checked downloads against a real HTTP server on 127.0.0.1, and safe archive extraction.
+"""Checked downloads against a real HTTP server on 127.0.0.1, and completeness checks.
 
 The server (a ThreadingHTTPServer in a thread) serves fixture bytes with or without
 ``Range`` support, can drop the connection midway through the body (for its first request
-or for all of them), answer with an HTTP error first, or serve content that does not match
-the pinned checksum.
+or for all of them), answer with an HTTP error first, serve content that does not match
+the pinned checksum, or, HTTP/1.0 style, send no length and close the connection early.
 """
 
 from __future__ import annotations
 
+import bz2
 import errno
+import gzip
 import hashlib
 import io as _io
 import json
+import lzma
 import os
 import re
 import signal
@@ -22,21 +25,29 @@ import tarfile
 import threading
 import time
 import zipfile
-from pathlib import Path
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path, PurePosixPath
 
 import pytest
-
 from dnalm import download
 
 PAYLOAD = bytes(range(256)) * 1200  # 300 kB, every byte value
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
+TABLE = b"processid\tgenus_name\tnucleotides\n" + b"".join(
+    b"P%d\tGenus%d\t%s\n" % (i, i % 7, b"ACGT" * (10 + i % 5)) for i in range(3000)
+)
+FASTA = b">chr1\n" + b"ACGTTGCA" * 40000 + b"\n"
+# served by file name: <name>.gz / .tsv / .fa, anything else PAYLOAD
+CONTENT = {".gz": gzip.compress(TABLE, mtime=0), ".tsv": TABLE, ".fa": FASTA}
 
 
 class _Handler(BaseHTTPRequestHandler):
     """Paths: /<mode>/<name>; modes ok, norange, drop (first request cut), drop-norange,
     alwaysdrop, flaky (first request 503), corrupt (one byte changed), missing (404), stall
-    (the first request sends half the body, then waits for ``server.release``)."""
+    (the first request sends half the body, then waits for ``server.release``), and, HTTP/1.0
+    style without a Content-Length, nolength (the whole body), nolength-cut (every request
+    closes the connection halfway through the body) and nolength-cutonce (the first does)."""
 
     def log_message(self, *args):  # keep pytest output clean
         pass
@@ -47,7 +58,16 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.lock:
             srv.requests.append((self.path, self.headers.get("Range")))
             n = sum(1 for p, _ in srv.requests if p == self.path)
-        data = PAYLOAD
+        data = CONTENT.get(PurePosixPath(self.path).suffix, PAYLOAD)
+        if mode.startswith("nolength"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            cut = mode == "nolength-cut" or (mode == "nolength-cutonce" and n == 1)
+            self.wfile.write(data[: len(data) // 2] if cut else data)
+            self.wfile.flush()
+            self.close_connection = True  # the end of the body is the end of the connection
+            return
         if mode == "missing":
             self.send_error(404, "Not Found")
             return
@@ -100,13 +120,13 @@ def server():
     srv.server_close()
 
 
-def _get(server, tmp_path, mode, checksums=None, retries=3):
+def _get(server, tmp_path, mode, checksums=None, retries=3, name="file.bin", **kwargs):
     delays = []
-    dest = tmp_path / "out" / "file.bin"
+    dest = tmp_path / "out" / name
     try:
         download.download(
-            f"{server.url}/{mode}/file.bin", dest, checksums=checksums, retries=retries, backoff=0.01,
-            timeout=5, sleep=delays.append,
+            f"{server.url}/{mode}/{name}", dest, checksums=checksums, retries=retries, backoff=0.01,
+            timeout=5, sleep=delays.append, **kwargs,
         )
     finally:
         leftovers = sorted(p.name for p in (tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else []
@@ -173,6 +193,121 @@ def test_bad_checksum_spec():
         download.check_checksum_spec({"md5": "abc"})
     with pytest.raises(ValueError, match="unknown checksum kind"):
         download.check_checksum_spec({"crc32": "0" * 8})
+
+
+# --------------------------------------------------------------------------- completeness without a checksum
+
+
+@pytest.mark.parametrize("name", ["genome.fa.gz", "table.tsv"])
+def test_a_cut_transfer_without_length_or_checksum_is_refused(server, tmp_path, name):
+    """HTTP/1.0 style: no Content-Length, the server closes halfway. The gzip stream / the
+    table's last record shows the cut; each attempt is retried, then the error names the
+    config key and the URL, and no file is left."""
+    with pytest.raises(download.DownloadError) as err:
+        _get(server, tmp_path, "nolength-cut", retries=2, name=name, config_key="data.genome")
+    msg = str(err.value)
+    assert f"{server.url}/nolength-cut/{name}" in msg and "config key 'data.genome'" in msg, msg
+    assert ("gzip stream is truncated" in msg) if name.endswith(".gz") else ("last line has no newline" in msg), msg
+    assert "in 3 download(s)" in msg and "md5 or sha256 under config key 'data.genome'" in msg
+    assert len(server.requests) == 3 and all(r is None for _, r in server.requests)  # fresh each time
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["genome.fa.gz", "table.tsv"])
+def test_a_transfer_without_length_passes_when_its_content_is_complete(server, tmp_path, name):
+    dest, delays, left = _get(server, tmp_path, "nolength-cutonce", name=name)
+    assert dest.read_bytes() == CONTENT[PurePosixPath(name).suffix] and left == [name]
+    assert delays == [0.01] and len(server.requests) == 2  # the cut first copy was downloaded again
+
+
+def test_an_unverifiable_download_is_refused_unless_allowed(server, tmp_path):
+    """A plain FASTA, no length, no checksum: a cut cannot be detected, so it is refused."""
+    for mode in ("nolength", "nolength-cut"):
+        with pytest.raises(download.DownloadError) as err:
+            _get(server, tmp_path, mode, name="genome.fa", config_key="data.genome")
+        msg = str(err.value)
+        assert f"/{mode}/genome.fa (config key 'data.genome')" in msg and "refused" in msg, msg
+        assert "data.download.allow_unverified: true" in msg and "server announced no length" in msg
+        assert list((tmp_path / "out").iterdir()) == []
+    dest, _, left = _get(server, tmp_path, "nolength", name="genome.fa", allow_unverified=True)
+    assert dest.read_bytes() == FASTA and left == ["genome.fa"]
+    # with a length announced by the server, the length is the check (as before)
+    dest, _, _ = _get(server, tmp_path, "ok", name="other.fa")
+    assert dest.read_bytes() == FASTA
+
+
+def bgzf_block(data: bytes) -> bytes:
+    """One BGZF block (SAM/BAM spec 4.1): a gzip member with the 'BC' extra subfield."""
+    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+    cdata = comp.compress(data) + comp.flush()
+    header = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00"
+    return header + (len(cdata) + 25).to_bytes(2, "little") + cdata + zlib.crc32(data).to_bytes(4, "little") + len(data).to_bytes(4, "little")
+
+
+def _tar(members: dict) -> bytes:
+    buf = _io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, _io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _zip_bytes(members: dict) -> bytes:
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
+def test_verify_complete_by_format(tmp_path):
+    assert bgzf_block(b"") == download.BGZF_EOF  # the spec's EOF marker is an empty block
+    gz = gzip.compress(TABLE, mtime=0)
+    bgzf = bgzf_block(TABLE[:40000]) + bgzf_block(TABLE[40000:]) + download.BGZF_EOF
+    zipped = _zip_bytes({"a/t.tsv": TABLE, "b.txt": b"x" * 5000})
+    tar = _tar({"t.tsv": TABLE})
+    cases = {  # name: (bytes, expected message words or None when complete)
+        "ok.gz": (gz, None),
+        "cut.gz": (gz[: len(gz) // 2], "gzip stream is truncated"),
+        "nocrc.gz": (gz[:-8], "gzip stream is truncated"),
+        "ok.bgz": (bgzf, None),
+        "block.bgz": (bgzf[: -len(download.BGZF_EOF)], "lacks its end-of-file block"),  # every block readable
+        "ok.bz2": (bz2.compress(TABLE), None),
+        "cut.bz2": (bz2.compress(TABLE)[:-10], "bzip2 stream is truncated"),
+        "ok.xz": (lzma.compress(TABLE), None),
+        "cut.xz": (lzma.compress(TABLE)[:-10], "xz stream is truncated"),
+        "ok.zip": (zipped, None),
+        "cut.zip": (zipped[:-30], "zip archive is truncated or corrupt"),
+        "crc.zip": (_flip(zipped, 200), "a/t.tsv"),
+        "ok.tar": (tar, None),
+        "cut.tar": (tar[:1024], "tar archive is truncated"),
+        "ok.tsv": (TABLE, None),
+        "cut.tsv": (TABLE[:-7], "last line has no newline"),
+        "short.tsv": (TABLE + b"P9\tGenus\n", "last record has 2 field(s), its header 3"),
+        "ok.csv": (b'a,b\n"x,y",2\n', None),
+        "short.csv": (b'a,b\n"x,y",2\n3\n', "last record has 1 field(s), its header 2"),
+    }
+    for name, (data, problem) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        if problem is None:
+            assert download.verify_complete(path), name
+        else:
+            with pytest.raises(download.IncompleteError) as err:
+                download.verify_complete(path)
+            assert problem in str(err.value) and str(path) in str(err.value), (name, str(err.value))
+    # the control: the truncated BGZF file is a readable gzip stream (only the EOF block shows the cut)
+    assert gzip.decompress(bgzf[: -len(download.BGZF_EOF)]) == TABLE
+    # formats with nothing to check
+    for name, data in {"g.fa": FASTA, "p.bin": PAYLOAD, "empty": b""}.items():
+        (tmp_path / name).write_bytes(data)
+        assert download.verify_complete(tmp_path / name) is None, name
 
 
 # --------------------------------------------------------------------------- interrupted runs
@@ -293,83 +428,25 @@ def test_disk_full_fails_at_once_with_a_clear_message(server, tmp_path, monkeypa
     assert not (tmp_path / "out" / "file.bin").exists()
 
 
-# --------------------------------------------------------------------------- extraction
+GENEMASK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "genemask"
 
 
-def _zip(path, members):
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
+@pytest.mark.skipif(not GENEMASK.is_dir(), reason=f"real GeneMask files not present ({GENEMASK})")
+def test_full_config_pins_match_the_genemask_files_at_hand():
+    """config/full.yaml pins each GeneMask file by its git blob hash; the files copied from
+    that commit (../shared/data/genemask) must match them, byte for byte."""
+    import yaml
 
-
-def test_extract_zip_and_tar_members(tmp_path):
-    arc = _zip(tmp_path / "a.zip", {"dir/table.csv": "x,y\n1,2\n", "other.txt": "hi"})
-    (out,) = download.extract(arc, tmp_path / "t1", members=["dir/table.csv"])
-    assert out == (tmp_path / "t1" / "dir" / "table.csv").resolve() and out.read_text() == "x,y\n1,2\n"
-    assert sorted(p.name for p in (tmp_path / "t1").rglob("*")) == ["dir", "table.csv"]
-    tgz = tmp_path / "a.tar.gz"
-    with tarfile.open(tgz, "w:gz") as tf:
-        info = tarfile.TarInfo("data/t.tsv")
-        info.size = 3
-        tf.addfile(info, _io.BytesIO(b"abc"))
-    assert [p.read_bytes() for p in download.extract(tgz, tmp_path / "t2")] == [b"abc"]
-    with pytest.raises(download.DownloadError, match=r"no member 'nope.csv'.*dir/table.csv"):
-        download.extract(arc, tmp_path / "t3", members=["nope.csv"])
-
-
-@pytest.mark.parametrize("name", ["../evil.txt", "/abs/evil.txt", "ok/../../evil.txt"])
-def test_extract_refuses_paths_outside_the_target(tmp_path, name):
-    arc = _zip(tmp_path / "bad.zip", {"fine.txt": "ok", name: "evil"})
-    target = tmp_path / "deep" / "target"
-    with pytest.raises(download.DownloadError) as err:
-        download.extract(arc, target)
-    assert str(arc) in str(err.value) and repr(name) in str(err.value) and "outside" in str(err.value)
-    assert not target.exists() or list(target.rglob("*")) == []  # checked before writing anything
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["bad.zip"]
-
-
-def test_extract_refuses_tar_links(tmp_path):
-    arc = tmp_path / "links.tar"
-    with tarfile.open(arc, "w") as tf:
-        link = tarfile.TarInfo("escape")
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc"
-        tf.addfile(link)
-        info = tarfile.TarInfo("escape/passwd")
-        info.size = 4
-        tf.addfile(info, _io.BytesIO(b"root"))
-    with pytest.raises(download.DownloadError, match="link"):
-        download.extract(arc, tmp_path / "t")
-    assert not (tmp_path / "t").exists() or list((tmp_path / "t").rglob("*")) == []
-
-
-def test_extract_refuses_tar_members_outside_the_target(tmp_path):
-    arc = tmp_path / "dotdot.tar.gz"
-    with tarfile.open(arc, "w:gz") as tf:
-        for name in ("fine.txt", "data/../../evil.txt"):
-            info = tarfile.TarInfo(name)
-            info.size = 4
-            tf.addfile(info, _io.BytesIO(b"evil"))
-    with pytest.raises(download.DownloadError) as err:
-        download.extract(arc, tmp_path / "t")
-    assert str(arc) in str(err.value) and "'data/../../evil.txt'" in str(err.value) and "outside" in str(err.value)
-    with pytest.raises(download.DownloadError, match="outside"):  # also when asked for by name
-        download.extract(arc, tmp_path / "t", members=["data/../../evil.txt"])
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["dotdot.tar.gz"]
-
-
-def test_extract_refuses_zip_symlinks(tmp_path):
-    arc = tmp_path / "link.zip"
-    with zipfile.ZipFile(arc, "w") as zf:
-        zf.writestr("fine.txt", "ok")
-        link = zipfile.ZipInfo("data/passwd")
-        link.create_system = 3  # unix: the mode in the high bits of external_attr
-        link.external_attr = (0o120777 << 16)  # S_IFLNK | 0777: the content is the link target
-        zf.writestr(link, "/etc/passwd")
-    assert (zipfile.ZipFile(arc).getinfo("data/passwd").external_attr >> 16) & 0o170000 == 0o120000
-    with pytest.raises(download.DownloadError) as err:
-        download.extract(arc, tmp_path / "t")
-    assert "symbolic link" in str(err.value) and "'data/passwd'" in str(err.value)
-    assert not (tmp_path / "t").exists() or list((tmp_path / "t").rglob("*")) == []  # nothing written
-    (out,) = download.extract(arc, tmp_path / "t", members=["fine.txt"])  # other members still work
-    assert out.read_text() == "ok"
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "full.yaml").read_text())
+    checked = []
+    for task, roles in cfg["data"]["tasks"].items():
+        for role, src in roles.items():
+            if role not in ("train", "test"):
+                continue
+            rel = src["url"].split("/c7614461323015ffcbbdb39fc4778e9255ddfcab/", 1)[1]
+            local = GENEMASK / rel
+            if local.exists():
+                pins = {k: src[k] for k in download.CHECKSUMS if k in src}
+                assert pins and download.verify_checksums(local, pins) == pins, (task, role)
+                checked.append(f"{task}/{role}")
+    assert sorted(checked) == ["prom-300/train", "prom-core/test", "prom-core/train", "splice-40/test"]

@@ -11,9 +11,13 @@ Input layouts (detected from the header, or forced with ``layout=``):
 
 The output has exactly the columns the simulator writes (:data:`BARCODE_COLUMNS`):
 barcodes upper-cased with gaps and white space removed (optionally cut to
-``max_length``), missing ranks as empty strings, rows without a barcode dropped.
+``max_length``), rows without a barcode dropped. A missing rank is an empty string, the
+pipeline's one spelling of "missing" (never a class): empty or blank fields and the
+placeholders of :data:`MISSING_LABELS` (``None``, ``NA``, ``not_classified``, ...) all
+become ``""``, and :func:`convert` logs how many there are per rank.
 
-Tables without a ``split`` column get BIOSCAN-5M-style splits (:func:`build_splits`).
+Tables without a ``split`` column get BIOSCAN-5M-style splits (:func:`build_splits`); a
+table's own split names must be BIOSCAN-5M's (:data:`KNOWN_SPLITS`).
 """
 
 from __future__ import annotations
@@ -25,12 +29,12 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .download import archive_kind
+from .archives import archive_kind
 from .io import InputError, open_text
+from .simulate.defaults import BARCODE_COLUMNS, KNOWN_SPLITS, SEEN_SPLITS, UNSEEN_SPLITS
 
 log = logging.getLogger("dnalm.barcodes")
 
-BARCODE_COLUMNS = ["processid", "dna_barcode", "order", "family", "genus", "species", "split"]
 RANKS = ("order", "family", "genus", "species")
 
 #: input column -> output column, per layout (the first four of each are required)
@@ -52,10 +56,13 @@ LAYOUTS: dict[str, dict[str, str]] = {
         "species": "species",
     },
 }
-SEEN_SPLITS = ("pretrain", "train", "val", "test")
-UNSEEN_SPLITS = ("pretrain", "key_unseen", "val_unseen", "test_unseen")
 #: Default split fractions of labelled specimens, close to BIOSCAN-5M's split sizes
 #: (train 289 k, val 14.8 k, test 39.4 k; key_unseen 36.5 k, val_unseen 8.8 k, test_unseen 7.9 k).
+#: Spellings of "no label" in BOLD / BIOSCAN exports and spreadsheets (compared after
+#: stripping, case-insensitively); such a rank becomes missing ("").
+MISSING_LABELS = frozenset(
+    {"", "none", "na", "n/a", "nan", "null", "not_classified", "not classified", "unclassified", "unknown", "-", "?"}
+)
 DEFAULT_SEEN = {"train": 0.8, "val": 0.05, "test": 0.15}
 DEFAULT_UNSEEN = {"key_unseen": 0.7, "val_unseen": 0.15, "test_unseen": 0.15}
 _NOT_IUPAC = r"[^ACGTRYSWKMBDHVN]"
@@ -134,6 +141,8 @@ def read_table(path, layout: str = "auto", marker: str | None = "COI-5P", max_le
     df = df.rename(columns=mapping)[[mapping[c] for c in mapping]]
     for col in df.columns:
         df[col] = df[col].astype(str).str.strip()
+    for rank in RANKS:  # placeholders of "no label" are missing, not a taxon called "None"
+        df.loc[df[rank].str.lower().isin(MISSING_LABELS), rank] = ""
 
     seqs = df["dna_barcode"].str.replace(r"[\s\-]", "", regex=True).str.upper()
     bad = seqs.str.contains(_NOT_IUPAC, regex=True)
@@ -178,9 +187,10 @@ def _check_fractions(fractions: Mapping[str, float], allowed, required, what: st
     return fractions
 
 
-def _assign(sizes: np.ndarray, fractions: dict[str, float], first: list[str]) -> list[str]:
+def assign_groups(sizes, fractions: Mapping[str, float], first: list[str]) -> list[str]:
     """Split names for groups of ``sizes`` specimens: ``first`` as listed, then greedily
-    towards the ``fractions`` of the specimen count (the split furthest below its target)."""
+    towards the ``fractions`` of the specimen count (the split furthest below its target
+    gets the next group). Used by :func:`build_splits` and the barcode simulator."""
     names = list(fractions)
     target = np.array([fractions[s] for s in names], dtype=float)
     target = target / target.sum() * float(np.sum(sizes))
@@ -293,9 +303,9 @@ def build_splits(
         groups = part.index.get_level_values("g").to_numpy()
         order = rng.permutation(len(groups))
         if is_unseen[u]:  # a unit with an unseen species holds only that species (u is its root)
-            names = _assign(part.to_numpy()[order], unseen, ["key_unseen", "test_unseen"])
+            names = assign_groups(part.to_numpy()[order], unseen, ["key_unseen", "test_unseen"])
         else:
-            names = _assign(part.to_numpy()[order], seen, ["train", "test"])
+            names = assign_groups(part.to_numpy()[order], seen, ["train", "test"])
         group_split.update(zip(groups[order].tolist(), names))
     split[lab] = [group_split[g] for g in gid[lab].tolist()]
     labelled_groups = np.zeros(gid.max() + 1, dtype=bool)
@@ -326,10 +336,38 @@ def convert(
     """Read a barcode table (:func:`read_table`) and give it splits if it has none
     (or ``rebuild_splits``); returns the pipeline's barcode table (:data:`BARCODE_COLUMNS`)."""
     df = read_table(path, layout=layout, marker=marker, max_length=max_length)
+    missing = missing_ranks(df)
+    log.info(
+        "%s: %d barcodes; missing labels (empty, or a placeholder such as 'None' or 'NA'; kept missing, "
+        "never a class) per rank: %s",
+        path, len(df), ", ".join(f"{rank} {n}" for rank, n in missing.items()),
+    )
     if "split" not in df.columns or rebuild_splits:
         split, summary = build_splits(df, seed, unseen_fraction, seen, unseen)
         df["split"] = split
         log.info("%s: built splits (seed %d): %s", path, seed, summary)
     else:
+        check_split_names(df, path)
         log.info("%s: splits from the file: %s", path, df["split"].value_counts().to_dict())
     return df[BARCODE_COLUMNS]
+
+
+def missing_ranks(table: pd.DataFrame) -> dict[str, int]:
+    """Rows without a label (``""``), per rank."""
+    return {rank: int((table[rank] == "").sum()) for rank in RANKS}
+
+
+def check_split_names(table: pd.DataFrame, path) -> None:
+    """InputError unless every ``split`` value is one of :data:`KNOWN_SPLITS`."""
+    unknown = table.loc[~table["split"].isin(KNOWN_SPLITS), "split"]
+    if unknown.empty:
+        return
+    counts = unknown.value_counts()
+    first = table.loc[unknown.index[0], "processid"]
+    raise InputError(
+        path,
+        f"unknown split name(s) {', '.join(f'{v!r} ({n} rows)' for v, n in counts.items())}; known: "
+        f"{', '.join(KNOWN_SPLITS)}. Rename them in the table, or set data.barcodes.splits.rebuild: true "
+        "to build BIOSCAN-5M-style splits instead",
+        record=first,
+    )

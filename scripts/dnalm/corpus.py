@@ -9,11 +9,14 @@ so a multi-gigabyte corpus costs no RAM until windows are read.
 Two builders:
 
 * :func:`genome_windows` (GeneMask/DNABERT style): random-length chunks of a genome.
-* :func:`barcode_windows` (BarcodeBERT/MAE style): one window per DNA barcode.
+* :func:`barcode_windows` (BarcodeBERT/MAE style): one window per DNA barcode;
+  :func:`barcode_corpus` first chooses the splits (``corpus.barcodes.splits``, by default
+  ``auto``: :func:`pretraining_splits`) and refuses an empty corpus.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from dataclasses import dataclass
@@ -23,6 +26,11 @@ import numpy as np
 
 from .io import InputError, atomic_open, read_fasta
 from .seq import encode
+
+log = logging.getLogger("dnalm.corpus")
+
+#: Splits that evaluation scores or holds out: an ``auto`` barcode corpus never uses them.
+EVALUATION_SPLITS = ("val", "test", "key_unseen", "val_unseen", "test_unseen", "other_heldout")
 
 
 @dataclass
@@ -161,6 +169,55 @@ def barcode_windows(barcodes, splits=("pretrain",), length: int = 660) -> Corpus
         raise ValueError("internal error: encoded barcode lengths disagree")
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     return Corpus(bases, offsets)
+
+
+def pretraining_splits(table, splits="auto") -> tuple[tuple[str, ...], str]:
+    """The splits of a barcode table to pretrain on, and the reason (for the log).
+
+    ``"auto"``: the ``pretrain`` split (BIOSCAN-5M's specimens without a species label), plus
+    ``train`` (the seen species' training specimens, whose labels only the probes use) when
+    ``pretrain`` holds fewer barcodes than ``train``, as in a fully labelled table, whose
+    ``pretrain`` split is empty. Never ``val``, ``test``, the unseen-species splits or
+    ``other_heldout`` (:data:`EVALUATION_SPLITS`). A list is used as given.
+    """
+    counts = table["split"].value_counts() if "split" in table.columns else None
+    if isinstance(splits, str) and splits != "auto":
+        splits = (splits,)
+    if splits != "auto":
+        chosen = tuple(splits)
+        scored = [s for s in chosen if s in EVALUATION_SPLITS]
+        if scored:
+            log.warning(
+                "corpus.barcodes.splits includes %s: the models are pretrained on barcodes they are evaluated on",
+                scored,
+            )
+        return chosen, "corpus.barcodes.splits as configured"
+    if counts is None:
+        raise ValueError("barcode table has no 'split' column; corpus.barcodes.splits: auto needs one")
+    n_pretrain, n_train = int(counts.get("pretrain", 0)), int(counts.get("train", 0))
+    if n_pretrain >= n_train:
+        return ("pretrain",), f"auto: the pretrain split ({n_pretrain} barcodes, train has {n_train})"
+    return ("pretrain", "train"), (
+        f"auto: the pretrain split holds {n_pretrain} barcodes, fewer than train ({n_train}), so the seen "
+        "species' train split is added (never val, test or the unseen-species splits)"
+    )
+
+
+def barcode_corpus(table, splits="auto", length: int = 660, source="the barcode table") -> tuple[Corpus, tuple[str, ...], str]:
+    """``(corpus, splits used, reason)``: :func:`barcode_windows` of the
+    :func:`pretraining_splits`. An empty corpus raises :class:`InputError` naming ``source``,
+    the config key ``corpus.barcodes.splits`` and the splits the table has."""
+    chosen, why = pretraining_splits(table, splits)
+    windows = barcode_windows(table, chosen, length)
+    if len(windows) == 0:
+        have = table["split"].value_counts().to_dict() if "split" in table.columns else {}
+        raise InputError(
+            source,
+            f"no barcodes to pretrain on: config key 'corpus.barcodes.splits' ({splits!r}) selects {list(chosen)}, "
+            f"which hold no barcode; the table's splits: {have}. Name splits that hold barcodes "
+            "(e.g. [pretrain, train]), or use auto",
+        )
+    return windows, chosen, why
 
 
 def save_corpus(path: str | os.PathLike, corpus: Corpus) -> None:

@@ -1,4 +1,4 @@
-"""Checked downloads and safe archive extraction.
+"""Checked downloads: resumable transfers, pinned checksums, completeness checks.
 
 :func:`download` streams a URL into ``<destination>.part`` next to the destination, retries
 with exponential back-off, resumes with an HTTP ``Range`` request where the server
@@ -8,32 +8,42 @@ onto its destination. Whatever goes wrong (HTTP error, dropped connection after 
 retry, truncated body, checksum mismatch, disk full) raises :class:`DownloadError` naming
 the URL and the problem; the destination is never a partial file.
 
+Without a pinned checksum, :func:`verify_complete` checks what the file's format allows
+(gzip / bzip2 / xz streams decompressed to their end, BGZF's end-of-file block, a zip's
+central directory and member CRCs, a tar's end-of-archive blocks, or a text table's last
+record: a final newline and as many fields as the header). A download that neither a
+checksum, nor a length announced by the server, nor such a check can vouch for (e.g. a
+plain FASTA from a server that sends no ``Content-Length``) is refused unless
+``allow_unverified`` is set (config key ``data.download.allow_unverified``).
+
 :func:`verify_checksums` checks a local file against ``md5``, ``sha256`` and/or
 ``git_sha1`` (the git blob hash GitHub shows for a file: SHA-1 of ``"blob <size>\\0"`` plus
 the content), so files of a public repository can be pinned to the blobs of a commit.
 
-:func:`extract` unpacks zip and tar archives (plain or compressed) into a folder; it checks
-every member before writing anything and refuses absolute paths, ``..`` components, links
-and special files, so an archive can never write outside the target folder.
+Archives are unpacked by :mod:`dnalm.archives`.
 """
 
 from __future__ import annotations
 
+import bz2
+import csv
 import errno
 import glob
+import gzip
 import hashlib
 import json
 import logging
+import lzma
 import os
 import re
-import shutil
 import tarfile
 import time
 import zipfile
-from pathlib import Path, PurePosixPath
+import zlib
+from pathlib import Path
 from typing import Callable, Mapping
 
-from .io import InputError, atomic_path
+from .io import InputError
 
 log = logging.getLogger("dnalm.download")
 
@@ -51,6 +61,10 @@ class DownloadError(InputError):
 
 class ChecksumError(DownloadError):
     """A file's checksum differs from the pinned value."""
+
+
+class IncompleteError(DownloadError):
+    """A file's own structure shows that it is truncated or corrupt."""
 
 
 class _Retry(Exception):
@@ -117,6 +131,170 @@ def verify_checksums(path, checksums: Mapping[str, str] | None, name: str | None
                 "truncated or a different version than the one pinned in the config",
             )
     return got
+
+
+# --------------------------------------------------------------------------- completeness
+
+#: BGZF's end-of-file marker: an empty block that bgzip/htslib write last (SAM/BAM spec 4.1.2).
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+
+def _gzip_module():
+    try:
+        from isal import igzip  # ISA-L: the same API, ~3x faster
+
+        return igzip
+    except ImportError:
+        return gzip
+
+
+def file_format(path) -> str | None:
+    """``gzip``, ``bzip2``, ``xz``, ``zip``, ``tar``, ``table`` (UTF-8 text whose first line
+    has tab- or comma-separated fields) or ``None`` (anything else, e.g. plain FASTA)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:3] == b"BZh":
+        return "bzip2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if head[257:262] == b"ustar":
+        return "tar"
+    line = head.split(b"\n", 1)[0]
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+    if text.startswith(">") or "\x00" in text or not ("\t" in text or "," in text):
+        return None
+    return "table"
+
+
+def _stream_to_end(path, opener, what: str) -> int:
+    """Decompress ``path`` to its end; the number of bytes it holds, or IncompleteError."""
+    errors: tuple = (EOFError, OSError, ValueError, zlib.error, lzma.LZMAError)
+    try:
+        from isal.isal_zlib import error as isal_error
+
+        errors += (isal_error,)
+    except ImportError:
+        pass
+    total = 0
+    try:
+        with opener(path, "rb") as fh:
+            while block := fh.read(CHUNK * 16):
+                total += len(block)
+    except errors as exc:
+        raise IncompleteError(
+            path, f"the {what} stream is truncated or corrupt after {total} decompressed bytes ({exc})"
+        ) from None
+    return total
+
+
+def _check_tar(path) -> int:
+    """Every member of a plain tar lies inside the file, followed by the end-of-archive blocks."""
+    size = Path(path).stat().st_size
+    try:
+        with tarfile.open(path, "r:") as tf:
+            members = tf.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise IncompleteError(path, f"the tar archive is truncated or corrupt ({exc})") from None
+    end = 0
+    for m in members:
+        end = max(end, m.offset_data + -(-m.size // 512) * 512)
+    with open(path, "rb") as fh:
+        fh.seek(end)
+        tail = fh.read(1024)
+    if end > size or len(tail) < 1024 or tail.strip(b"\0"):
+        raise IncompleteError(
+            path, f"the tar archive is truncated: its last member ends at byte {end} of {size}, "
+            "without the two zero blocks that end a tar archive"
+        )
+    return len(members)
+
+
+def _check_table(path) -> str:
+    """The last record ends with a newline and has as many fields as the header."""
+    with open(path, "rb") as fh:
+        header = fh.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - (1 << 20)))
+        tail = fh.read()
+    sep = "\t" if "\t" in header else ","
+
+    def fields(line: str) -> int:
+        return len(line.split("\t")) if sep == "\t" else len(next(csv.reader([line])))
+
+    if not tail.endswith(b"\n"):
+        last = tail.rsplit(b"\n", 1)[-1][-60:]
+        raise IncompleteError(
+            path, f"the table's last line has no newline (it ends with {last!r}): the transfer was probably cut"
+        )
+    if size > len(tail) and b"\n" not in tail[:-1]:
+        return "final newline (the last record is longer than 1 MB)"
+    lines = [ln for ln in tail.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    last = lines[-1] if lines else header
+    want, got = fields(header), fields(last)
+    if got != want:
+        raise IncompleteError(
+            path, f"the table's last record has {got} field(s), its header {want}: the transfer was probably cut"
+        )
+    return f"complete last record ({want} fields)"
+
+
+def verify_complete(path) -> str | None:
+    """Check that ``path`` is complete as far as its format shows; what was checked, or
+    ``None`` for a format with nothing to check (:func:`file_format`).
+
+    Raises :class:`IncompleteError` for a truncated or corrupt gzip/bzip2/xz stream, a BGZF
+    file without its end-of-file block (a cut at a block boundary leaves the rest
+    readable), a zip without its central directory or with a bad member CRC, a tar without
+    its end, or a table whose last line is cut. A table cut exactly at a line end cannot
+    be told from a complete one (nor can a CSV whose last record holds a quoted line
+    break be checked by its field count): pin a checksum for certainty.
+    """
+    kind = file_format(path)
+    if kind == "gzip":
+        with open(path, "rb") as fh:
+            head = fh.read(18)
+            bgzf = head[:4] == b"\x1f\x8b\x08\x04" and head[12:16] == b"BC\x02\x00"
+            if bgzf:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - len(BGZF_EOF)))
+                if fh.read() != BGZF_EOF:
+                    raise IncompleteError(
+                        path, "the BGZF (bgzip) file lacks its end-of-file block: it is truncated"
+                    )
+        n = _stream_to_end(path, _gzip_module().open, "gzip")
+        return f"{'BGZF' if bgzf else 'gzip'} stream complete ({n} bytes uncompressed)"
+    if kind == "bzip2":
+        return f"bzip2 stream complete ({_stream_to_end(path, bz2.open, 'bzip2')} bytes uncompressed)"
+    if kind == "xz":
+        return f"xz stream complete ({_stream_to_end(path, lzma.open, 'xz')} bytes uncompressed)"
+    if kind == "zip":
+        errors = (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError)
+        try:
+            zf = zipfile.ZipFile(path)
+        except errors as exc:
+            raise IncompleteError(path, f"the zip archive is truncated or corrupt ({exc})") from None
+        with zf:
+            for info in zf.infolist():  # every member decompressed, its CRC checked
+                try:
+                    with zf.open(info) as member:
+                        while member.read(CHUNK * 16):
+                            pass
+                except errors as exc:
+                    raise IncompleteError(path, f"the zip archive is corrupt ({exc})", record=info.filename) from None
+            return f"zip central directory and CRCs of {len(zf.infolist())} member(s)"
+    if kind == "tar":
+        return f"tar archive complete ({_check_tar(path)} members)"
+    if kind == "table":
+        return _check_table(path)
+    return None
 
 
 # --------------------------------------------------------------------------- downloads
@@ -199,7 +377,9 @@ def _validator(resp) -> dict:
 def _fetch(session, url: str, part: Path, timeout: float, state: dict) -> None:
     """One attempt: continue ``part`` from its current size (Range) or start it again.
 
-    Sets ``state["resumed"]`` when bytes already in ``part`` are kept (the server resumed).
+    Sets ``state["resumed"]`` when bytes already in ``part`` are kept (the server resumed)
+    and ``state["length_checked"]`` when the server announced the file's length (and the
+    bytes received match it).
     """
     import urllib3
 
@@ -218,7 +398,7 @@ def _fetch(session, url: str, part: Path, timeout: float, state: dict) -> None:
         if status == 416 and have:
             _, _, total = _content_range(resp.headers.get("Content-Range"))
             if total == have:
-                state["resumed"] = True
+                state["resumed"] = state["length_checked"] = True
                 return  # an earlier attempt had in fact received everything
             _discard(part)
             raise _Retry(f"the server refused to resume at byte {have}; starting again")
@@ -268,6 +448,7 @@ def _fetch(session, url: str, part: Path, timeout: float, state: dict) -> None:
     size = part.stat().st_size
     if expected is not None and size != expected:
         raise _Retry(f"truncated transfer: got {size} of {expected} bytes")
+    state["length_checked"] = expected is not None
 
 
 def download(
@@ -278,6 +459,8 @@ def download(
     backoff: float = 2.0,
     timeout: float = 60.0,
     sleep: Callable[[float], None] = time.sleep,
+    allow_unverified: bool = False,
+    config_key: str | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` and verify it; returns ``dest``.
 
@@ -292,12 +475,16 @@ def download(
     attempt were reused, the file is first downloaded once more from scratch. After the last
     retry of a network failure the partial file is kept, so a rerun resumes it. ``timeout``
     bounds connecting and each read of the socket (not the whole transfer).
+
+    Without a pinned checksum the file must prove complete by :func:`verify_complete`
+    (a failure is retried from scratch when the server announced no length) or by the
+    length the server announced; otherwise it is refused unless ``allow_unverified``.
+    ``config_key`` (e.g. ``data.genome``) is named in the errors.
     """
     import requests
 
-    pinned = check_checksum_spec(checksums, where=url)
-    if not pinned:
-        log.warning("%s: no checksum pinned; only the transfer length is checked", url)
+    where = f"{url} (config key '{config_key}')" if config_key else url
+    pinned = check_checksum_spec(checksums, where=where)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = partial_path(dest)
@@ -305,13 +492,14 @@ def download(
     if part.exists() and _load_meta(part, url) is not None:
         log.info("%s: found %s (%d bytes) of an interrupted run", url, part, part.stat().st_size)
     again = True  # one fresh download after a mismatch of a resumed file
+    incomplete = 0  # downloads that proved incomplete by their content
     with requests.Session() as session:
         while True:
-            state = {"resumed": False}
+            state = {"resumed": False, "length_checked": False}
             _transfer(session, url, part, retries, backoff, timeout, sleep, state)
             size = part.stat().st_size
             try:
-                got = verify_checksums(part, pinned, name=url)
+                got = verify_checksums(part, pinned, name=where)
             except ChecksumError as exc:
                 _discard(part)
                 if not (state["resumed"] and again):
@@ -320,11 +508,48 @@ def download(
                 log.warning("%s: %s after resuming; downloading it again from the start", url, exc)
                 again = False
                 continue
+            if pinned:
+                how = ", ".join(f"{k} {v} verified" for k, v in got.items())
+                break
+            try:
+                how = verify_complete(part)
+            except IncompleteError as exc:
+                _discard(part)
+                problem = f"{size} bytes received, but {exc.problem}"
+                if state["length_checked"] or incomplete >= retries:
+                    tries = "" if state["length_checked"] else f" (in {incomplete + 1} download(s))"
+                    raise DownloadError(
+                        where, f"{problem}{tries}; the partial file was deleted. {_pin_hint(config_key)}"
+                    ) from None
+                incomplete += 1
+                delay = min(backoff * 2 ** (incomplete - 1), 300.0)
+                log.warning("%s: %s (no length announced); downloading again in %.1f s", url, problem, delay)
+                sleep(delay)
+                continue
+            if how is None and state["length_checked"]:
+                how = "no checksum pinned; only the transfer length announced by the server is checked"
+            if how is None:
+                if not allow_unverified:
+                    _discard(part)
+                    raise DownloadError(
+                        where,
+                        f"{size} bytes received, but the server announced no length, no checksum is pinned "
+                        "and the file's format cannot show whether it is complete, so a truncated transfer "
+                        f"would pass unnoticed; refused. {_pin_hint(config_key)}, or set "
+                        "data.download.allow_unverified: true to accept unverified downloads",
+                    )
+                how = "UNVERIFIED (data.download.allow_unverified): may be truncated"
+                log.warning("%s: %s", url, how)
             break
     os.replace(part, dest)
     _meta_path(part).unlink(missing_ok=True)
-    log.info("%s: %d bytes%s", url, size, "".join(f", {k} {v} verified" for k, v in got.items()))
+    log.info("%s: %d bytes; %s", url, size, how)
     return dest
+
+
+def _pin_hint(config_key: str | None) -> str:
+    where = f"under config key '{config_key}'" if config_key else "in the config"
+    return f"Pin the file's md5 or sha256 {where} (e.g. from the provider's checksum list)"
 
 
 def _transfer(session, url, part, retries, backoff, timeout, sleep, state) -> None:
@@ -348,104 +573,3 @@ def _transfer(session, url, part, retries, backoff, timeout, sleep, state) -> No
             delay = min(backoff * 2 ** (attempt - 1), 300.0)
             log.warning("%s: attempt %d failed (%s); retrying in %.1f s", url, attempt, exc, delay)
             sleep(delay)
-
-
-# --------------------------------------------------------------------------- archives
-
-
-def archive_kind(path) -> str | None:
-    """``"zip"``, ``"tar"`` or ``None`` (not an archive), from the file's content."""
-    path = Path(path)
-    if zipfile.is_zipfile(path):
-        return "zip"
-    try:
-        if tarfile.is_tarfile(path):
-            return "tar"
-    except (OSError, EOFError):  # e.g. a truncated compressed file
-        return None
-    return None
-
-
-def _safe_name(archive, name: str) -> PurePosixPath:
-    """The member's relative path, or InputError if it could escape the target folder."""
-    rel = PurePosixPath(name.replace("\\", "/"))
-    if rel.is_absolute() or re.match(r"^[A-Za-z]:", name) or ".." in rel.parts:
-        raise DownloadError(archive, "refusing to extract a path outside the target folder", record=name)
-    parts = [p for p in rel.parts if p not in ("", ".")]
-    if not parts:
-        raise DownloadError(archive, "member with an empty path", record=name)
-    return PurePosixPath(*parts)
-
-
-def list_members(archive) -> list[str]:
-    """Names of the regular files in a zip or tar archive."""
-    kind = archive_kind(archive)
-    if kind == "zip":
-        with zipfile.ZipFile(archive) as zf:
-            return [i.filename for i in zf.infolist() if not i.is_dir()]
-    if kind == "tar":
-        with tarfile.open(archive) as tf:
-            return [m.name for m in tf.getmembers() if m.isfile()]
-    raise DownloadError(archive, "not a zip or tar archive")
-
-
-def extract(archive, target, members: list[str] | None = None) -> list[Path]:
-    """Extract ``members`` (default: every file) of a zip/tar archive under ``target``.
-
-    Every requested member is checked before anything is written: absolute paths, ``..``
-    components, symbolic/hard links and device files raise :class:`DownloadError` naming
-    the archive and the member. Each file is written atomically. Returns the written paths.
-    """
-    archive, target = Path(archive), Path(target)
-    kind = archive_kind(archive)
-    if kind is None:
-        raise DownloadError(archive, "not a zip or tar archive (or a damaged one)")
-    root = target.resolve()
-    written: list[Path] = []
-    if kind == "zip":
-        with zipfile.ZipFile(archive) as zf:
-            infos = {i.filename: i for i in zf.infolist()}
-            wanted = _select(archive, infos, members, lambda i: not i.is_dir())
-            plan = [(_checked_dest(archive, root, name), infos[name]) for name in wanted]
-            for dest, info in plan:
-                if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                    raise DownloadError(archive, "refusing to extract a symbolic link", record=info.filename)
-            for dest, info in plan:
-                with zf.open(info) as src, atomic_path(dest) as tmp, open(tmp, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-                written.append(dest)
-    else:
-        with tarfile.open(archive) as tf:
-            infos = {m.name: m for m in tf.getmembers()}
-            wanted = _select(archive, infos, members, lambda m: not m.isdir())
-            plan = [(_checked_dest(archive, root, name), infos[name]) for name in wanted]
-            for dest, info in plan:
-                if not info.isfile():
-                    what = "link" if (info.issym() or info.islnk()) else "special file"
-                    raise DownloadError(archive, f"refusing to extract a {what}", record=info.name)
-            for dest, info in plan:
-                src = tf.extractfile(info)
-                with src, atomic_path(dest) as tmp, open(tmp, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-                written.append(dest)
-    return written
-
-
-def _select(archive, infos: dict, members, default_filter) -> list[str]:
-    if members is None:
-        return [name for name, info in infos.items() if default_filter(info)]
-    missing = [m for m in members if m not in infos]
-    if missing:
-        names = [name for name, info in infos.items() if default_filter(info)]
-        shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-        raise DownloadError(archive, f"no member {missing[0]!r} in the archive; it holds: {shown}")
-    return list(members)
-
-
-def _checked_dest(archive, root: Path, name: str) -> Path:
-    rel = _safe_name(archive, name)
-    dest = (root / rel).resolve()
-    if dest != root and root not in dest.parents:  # e.g. through an existing symlink
-        raise DownloadError(archive, "refusing to extract a path outside the target folder", record=name)
-    return dest
-

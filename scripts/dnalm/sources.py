@@ -27,7 +27,9 @@ from urllib.parse import unquote, urlparse
 
 from .config import ConfigError
 from .download import CHECKSUMS
-from .simulate import GENOME_TASKS as SIMULATED_TASKS  # tasks the simulated genome writes
+from .simulate.defaults import DEFAULT_BARCODES, KNOWN_SPLITS
+from .simulate.defaults import GENOME_TASKS as SIMULATED_TASKS  # tasks the simulated genome writes
+
 TASK_ROLES = ("train", "test")
 
 
@@ -39,6 +41,7 @@ class Source:
     path: str | None = None
     checksums: dict = field(default_factory=dict)
     download_key: str | None = None  # path of the download, relative to the download folder
+    config_key: str | None = None  # where the config defines it, e.g. "data.genome" (for errors)
 
     @property
     def is_download(self) -> bool:
@@ -54,6 +57,7 @@ class DataPlan:
     barcodes_member_md5: str | None
     tasks: dict[str, dict[str, Source]]
     simulated_tasks: list[str]
+    barcode_simulation: dict = field(default_factory=dict)  # data.barcodes.simulate (overrides)
 
     # ---- derived
     def local(self, source: Source) -> str:
@@ -96,6 +100,20 @@ class DataPlan:
         return self.local(self.barcodes)
 
     @property
+    def barcode_splits(self) -> tuple[str, ...]:
+        """The split names the barcode table can have: BIOSCAN-5M's for a real table; for
+        the simulated one, those the simulation parameters give specimens."""
+        if self.barcodes is not None:
+            return KNOWN_SPLITS
+        p = {k: self.barcode_simulation.get(k, v) for k, v in DEFAULT_BARCODES.items()}
+        seen = {**DEFAULT_BARCODES["split_seen"], **p["split_seen"]}
+        unseen = {**DEFAULT_BARCODES["split_unseen"], **p["split_unseen"]}
+        names = {"train", "test"} | {k for k, v in seen.items() if v > 0}
+        if p["unseen_fraction"] > 0 and p["species_per_genus"] > 1:
+            names |= {"key_unseen", "test_unseen"} | {k for k, v in unseen.items() if v > 0}
+        return tuple(s for s in KNOWN_SPLITS if s in names)
+
+    @property
     def all_tasks(self) -> list[str]:
         return list(self.simulated_tasks) + [t for t in self.tasks if t not in self.simulated_tasks]
 
@@ -118,8 +136,10 @@ def _source(entry: dict, where: str, key_prefix: str, fallback_name: str) -> Sou
     if url:
         if not re.match(r"^https?://", url):
             raise ConfigError(f"config key '{where}.url': only http(s) URLs are supported, got {url!r} (use 'path' for local files)")
-        return Source(url=url, checksums=checksums, download_key=f"{key_prefix}/{_basename(url, fallback_name)}")
-    return Source(path=str(path), checksums=checksums)
+        return Source(
+            url=url, checksums=checksums, download_key=f"{key_prefix}/{_basename(url, fallback_name)}", config_key=where
+        )
+    return Source(path=str(path), checksums=checksums, config_key=where)
 
 
 def _check_simulation_overrides(section: dict, defaults: dict, name: str, real: bool) -> None:
@@ -148,7 +168,7 @@ def _check_member(member: str) -> str:
 def plan(config: dict, genome_defaults: dict | None = None, barcode_defaults: dict | None = None) -> DataPlan:
     """The data plan of a validated config (defaults filled); ConfigError names the bad key.
 
-    ``genome_defaults`` / ``barcode_defaults`` (``dnalm.simulate.DEFAULT_GENOME`` /
+    ``genome_defaults`` / ``barcode_defaults`` (``dnalm.simulate.defaults.DEFAULT_GENOME`` /
     ``DEFAULT_BARCODES``) let it check the simulation overrides.
     """
     data = config.get("data", {})
@@ -197,7 +217,18 @@ def plan(config: dict, genome_defaults: dict | None = None, barcode_defaults: di
         barcodes_member_md5=barcode_cfg.get("member_md5"),
         tasks=tasks,
         simulated_tasks=simulated_tasks,
+        barcode_simulation=dict(barcode_cfg.get("simulate") or {}),
     )
+    corpus_splits = config.get("corpus", {}).get("barcodes", {}).get("splits", "auto")
+    if corpus_splits != "auto":
+        possible = result.barcode_splits
+        unknown = [s for s in corpus_splits if s not in possible]
+        if unknown:
+            source = "the simulated barcodes" if barcodes is None else "a barcode table (BIOSCAN-5M's split names)"
+            raise ConfigError(
+                f"config key 'corpus.barcodes.splits': {unknown} can never hold barcodes; {source} can have "
+                f"{list(possible)} (or use auto)"
+            )
     wanted = config.get("evaluation", {}).get("fewshot", {}).get("tasks", [])
     for task in wanted:
         if task not in result.all_tasks:
