@@ -133,6 +133,31 @@ def test_config_from_dict_and_validation():
         TrainConfig(masking_params={"spam": 1})
 
 
+def test_nodes_and_tensorboard_config_keys(tmp_path):
+    """`nodes` is a job setting (the pretrain rule's resources), `tensorboard` a training one;
+    both are validated by the schema and reach their consumers."""
+    import copy
+
+    import yaml
+
+    from dnalm.config import ConfigError, resolve_model, train_settings, validate_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    config["training"].update(tensorboard=True)
+    config["models"]["dnabert"].update(nodes=2)
+    validate_config(config, root / "config" / "schema.yaml")
+    resolved = resolve_model(config, "dnabert")
+    assert resolved["nodes"] == 2 and "nodes" not in train_settings(resolved)
+    assert TrainConfig.from_dict(train_settings(resolved)).tensorboard is True
+    assert "nodes" not in resolve_model(config, "genemask")  # default: 1 (the rule's resource)
+    for bad, key in (({"nodes": 0}, "nodes"), ({"tensorboard": "yes"}, "tensorboard")):
+        broken = copy.deepcopy(config)
+        broken["models"]["dnabert"].update(bad)
+        with pytest.raises(ConfigError, match=f"models.dnabert.{key}"):
+            validate_config(broken, root / "config" / "schema.yaml")
+
+
 def test_lr_schedules_match_reference_implementations():
     from transformers import get_cosine_schedule_with_warmup
 
