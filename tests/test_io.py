@@ -73,7 +73,7 @@ def test_remove_stale_dirs_only_removes_this_targets_leftovers(tmp_path):
     import tempfile
 
     mine = [tempfile.mkdtemp(prefix=".tmp-dnabert-", dir=tmp_path) for _ in range(2)]
-    others = [tempfile.mkdtemp(prefix=".tmp-dnabert-big-", dir=tmp_path), tempfile.mkdtemp(prefix=".tmp-dna-", dir=tmp_path)]
+    others = [tempfile.mkdtemp(prefix=prefix, dir=tmp_path) for prefix in (".tmp-dnabert-big-", ".tmp-dna-")]
     (tmp_path / "dnabert").mkdir()
     removed = io.remove_stale_dirs(tmp_path / "dnabert")
     assert sorted(map(str, removed)) == sorted(mine)

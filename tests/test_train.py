@@ -496,7 +496,8 @@ def test_tensorboard_event_files_hold_the_metrics_rows(random_corpus_path, tmp_p
     from dnalm.checkpoint import config_hash
 
     cfg = tiny(steps=30, checkpoint_every=10, log_every=5, tensorboard=True)
-    assert config_hash(cfg, random_corpus_path) == config_hash(tiny(steps=30, checkpoint_every=10, log_every=5), random_corpus_path)
+    without = tiny(steps=30, checkpoint_every=10, log_every=5)
+    assert config_hash(cfg, random_corpus_path) == config_hash(without, random_corpus_path)
     with pytest.raises(Stop):  # rows 5 .. 25 logged, checkpoint at 20
         train(cfg, random_corpus_path, tmp_path / "tb_model", tmp_path / "tb_metrics.tsv", tmp_path / "tb_ckpt",
               step_callback=stop_at(27))  # fmt: skip
@@ -752,9 +753,8 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_resumes_identically(
     assert not (ckpt / "preempted.json").exists()
     assert_same_weights(weights(tmp_path / "ref_model"), weights(tmp_path / "term_model"))
     cols = ["step", "loss", "masked_acc", "mask_rate", "lr"]
-    pd.testing.assert_frame_equal(
-        pd.read_csv(tmp_path / "ref_metrics.tsv", sep="\t")[cols], pd.read_csv(tmp_path / "term_metrics.tsv", sep="\t")[cols]
-    )
+    a, b = (pd.read_csv(tmp_path / f"{name}_metrics.tsv", sep="\t")[cols] for name in ("ref", "term"))
+    pd.testing.assert_frame_equal(a, b)
 
 
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(random_corpus_path, tmp_path, caplog):

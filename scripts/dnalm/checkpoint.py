@@ -170,9 +170,8 @@ def find_checkpoint(checkpoint_dir, fingerprint: str, device: torch.device | Non
             log.warning("ignoring checkpoint %s: its config hash differs from this run's", path)
             continue
         if damaged:
-            log.warning(
-                "resuming from %s, not from the damaged newer checkpoint(s) %s", path, ", ".join(str(p) for p, _ in damaged)
-            )
+            newer = ", ".join(str(p) for p, _ in damaged)
+            log.warning("resuming from %s, not from the damaged newer checkpoint(s) %s", path, newer)
         return found
     if damaged:
         raise CheckpointError(
