@@ -1,15 +1,18 @@
 """Rule pretrain: train one model (resumes from its last checkpoint if one matches).
 
-With ``resources: gpu`` > 1 the job runs data-parallel, one process per GPU (torchrun)."""
+With ``resources: gpu`` > 1 the job runs data-parallel, one process per GPU (torchrun);
+with ``resources: nodes`` > 1 (a multi-node SLURM job) on every node of the job. On
+SIGTERM/SIGUSR1 the run checkpoints after its current step and the job exits with status
+75 (``dnalm.preemption``): a retry resumes it."""
 
-from dnalm import gpus, logs, train
+from dnalm import distributed, gpus, logs, train
 
 log = logs.to_file(snakemake.log[0])
 n_gpus = int(snakemake.resources.get("gpu", 0))
 gpu_lease = gpus.pin(n_gpus, log=log)  # own GPUs, before CUDA starts
 cfg = train.TrainConfig.from_dict({**snakemake.params.settings, "num_threads": snakemake.threads})
 log.info("training %s with %s", snakemake.wildcards.model, cfg)
-summary = train.launch(
+summary = distributed.launch(
     cfg,
     corpus_path=snakemake.input.corpus,
     out_dir=snakemake.output.model,
@@ -17,5 +20,6 @@ summary = train.launch(
     checkpoint_dir=snakemake.params.checkpoint_dir,
     npmi_path=snakemake.input.get("npmi"),
     nproc=n_gpus,
+    nodes=int(snakemake.resources.get("nodes", 1)),
 )
 log.info("done: %s", summary)

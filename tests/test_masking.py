@@ -1,5 +1,5 @@
-"""Masking strategies: equality with slow pure-Python references, content-based NPMI lookup,
-achieved mask rates, and the 80/10/10 corruption."""
+"""Masking strategies: the production (batched) masks equal slow pure-Python references,
+content-based NPMI lookup, achieved mask rates, and the 80/10/10 corruption."""
 
 import math
 
@@ -9,18 +9,40 @@ import pytest
 
 from dnalm import masking, seq
 from dnalm.io import InputError
-from dnalm.masking import (
-    apply_mlm_corruption,
-    genemask_mask_nonoverlapping,
-    genemask_mask_overlapping,
-    load_npmi_table,
-    make_mask,
-    maskable,
-    random_mask_nonoverlapping,
-    random_mask_overlapping,
-)
+from dnalm.masking import Masker, apply_mlm_corruption, load_npmi_table, maskable
 
 NS = seq.N_SPECIAL
+
+
+# ----------------------------------------------------------------------------------------
+# the production masking (dnalm.masking.Masker, batched) applied to one sequence, drawing
+# its uniforms from ``rng`` as the training pipeline does for a batch of one
+# ----------------------------------------------------------------------------------------
+
+
+def make_mask(ids, strategy, tokenization, k, params, npmi, rng):
+    ids = np.asarray(ids)
+    masker = Masker(strategy, tokenization, k, params, npmi)
+    return masker(ids, [0, len(ids)], masker.uniforms(len(ids), rng))
+
+
+def random_mask_overlapping(ids, k, center_prob, rng):
+    return make_mask(ids, "random", "overlapping", k, {"center_prob": center_prob}, None, rng)
+
+
+def genemask_mask_overlapping(ids, npmi, k, center_prob, span, keep_fraction, min_keep, rng):
+    params = {"center_prob": center_prob, "span": span, "keep_fraction": keep_fraction, "min_keep": min_keep}
+    return make_mask(ids, "genemask", "overlapping", k, params, npmi, rng)
+
+
+def random_mask_nonoverlapping(ids, mask_ratio, rng):
+    return make_mask(ids, "random", "non-overlapping", 3, {"mask_ratio": mask_ratio}, None, rng)
+
+
+def genemask_mask_nonoverlapping(ids, npmi, mask_ratio, keep_fraction, window, rng):
+    params = {"mask_ratio": mask_ratio, "keep_fraction": keep_fraction, "window": window}
+    k = round(math.log(len(npmi), 4))
+    return make_mask(ids, "genemask", "non-overlapping", k, params, npmi, rng)
 
 
 # ----------------------------------------------------------------------------------------
@@ -113,6 +135,20 @@ def ref_genemask_nonoverlapping(ids, npmi, ratio, keep_fraction, window, rng):
         for i in sorted(cand, key=lambda i: (-ref_npmi_of(ids[i], npmi), i))[:n_mask]:
             out[i] = True
     return out
+
+
+def ref_mask(ids, strategy, tokenization, k, params, npmi, rng):
+    """The reference of one strategy x tokenization (every parameter given)."""
+    p = params
+    if tokenization == "overlapping":
+        if strategy == "random":
+            return ref_random_overlapping(ids, k, p["center_prob"], rng)
+        return ref_genemask_overlapping(
+            ids, npmi, k, p["center_prob"], p["span"], p["keep_fraction"], p["min_keep"], rng
+        )
+    if strategy == "random":
+        return ref_random_nonoverlapping(ids, p["mask_ratio"], rng)
+    return ref_genemask_nonoverlapping(ids, npmi, p["mask_ratio"], p["keep_fraction"], p["window"], rng)
 
 
 # ----------------------------------------------------------------------------------------
@@ -526,7 +562,7 @@ def test_load_npmi_table(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------
-# the batch path (make_masks) equals the per-sequence functions
+# a whole batch at once (make_masks) equals the references sequence by sequence
 # ----------------------------------------------------------------------------------------
 
 
@@ -534,8 +570,9 @@ def test_load_npmi_table(tmp_path):
 @pytest.mark.parametrize("strategy", ["random", "genemask"])
 def test_batch_masks_equal_per_sequence_masks(strategy, tokenization, k):
     """make_masks over a concatenated batch, fed the uniforms of all its tokens at once, gives
-    each sequence the mask make_mask gives it drawing rng.random(len(sequence)) (two per
-    token for non-overlapping genemask) from the same stream."""
+    each sequence the mask the pure-Python reference gives it drawing
+    rng.random(len(sequence)) (two per token for non-overlapping genemask) from the same
+    stream."""
     data = np.random.default_rng(300 + k)
     npmi = random_npmi(data, k)
     n_branch = 0
@@ -551,7 +588,7 @@ def test_batch_masks_equal_per_sequence_masks(strategy, tokenization, k):
         }
         s = int(data.integers(1 << 30))
         rng = np.random.default_rng(s)
-        want = [make_mask(ids, strategy, tokenization, k, params, npmi, rng) for ids in seqs]
+        want = [ref_mask(ids.tolist(), strategy, tokenization, k, params, npmi, rng) for ids in seqs]
         flat = np.concatenate(seqs)
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in seqs])])
         two = strategy == "genemask" and tokenization == "non-overlapping"
@@ -559,7 +596,7 @@ def test_batch_masks_equal_per_sequence_masks(strategy, tokenization, k):
         shape = (len(flat), 2) if two else len(flat)
         u = np.random.default_rng(s).random(shape)  # the same stream, drawn at once
         got = masking.make_masks(flat, offsets, strategy, tokenization, k, params, npmi, u)
-        assert got.dtype == bool and got.tolist() == np.concatenate(want).tolist(), (trial, params)
+        assert got.dtype == bool and got.tolist() == [x for w in want for x in w], (trial, params)
         if tokenization == "overlapping" and strategy == "genemask":
             n_branch += sum(
                 int(params["keep_fraction"] * int((maskable(x) & (uu < params["center_prob"])).sum())) > params["min_keep"]

@@ -83,7 +83,9 @@ def test_two_process_run_trains_checkpoints_and_resumes(corpus_path, tmp_path):
     env = {**os.environ, "PYTHONPATH": SCRIPTS, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120)
     assert proc.returncode != 0, proc.stderr[-2000:]
-    assert [d.name for d in ckpt2.iterdir() if d.name.startswith("ckpt-")] == [f"ckpt-00000004-{last.name[14:]}"]
+    # the last two checkpoints of an unfinished run are kept (a damaged newest one falls back)
+    kept = sorted(d.name for d in ckpt2.iterdir() if d.name.startswith("ckpt-"))
+    assert kept == [f"ckpt-0000000{s}-{last.name[14:]}" for s in (2, 4)]
     assert not out2.exists() and not metrics2.exists()
 
     # resumed by the ordinary launch: each rank restores its own generators and its own
@@ -105,3 +107,71 @@ def test_failed_workers_fail_the_launch(tmp_path):
     assert job["cfg"]["num_threads"] == 1  # the threads are shared out between the processes
     assert TrainConfig.from_dict(job["cfg"]).steps == 2 and job["out_dir"] == str(tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+# a job's process that launches a two-process run (as scripts/pretrain.py does)
+LAUNCHER = textwrap.dedent("""
+    import json, sys
+    from dnalm.distributed import launch
+    from dnalm.train import TrainConfig
+
+    a = json.loads(sys.argv[1])
+    launch(TrainConfig.from_dict(a["cfg"]), a["corpus"], a["out"], a["metrics"], a["ckpt"], nproc=2)
+    """)
+
+
+def test_signals_stop_a_data_parallel_run_after_a_checkpoint(corpus_path, tmp_path):
+    """SIGTERM to the job's process alone (it asks the workers through a stop file that rank 0
+    reads; rank 1 learns it from rank 0), then SIGUSR1 to every process of the job at once
+    (as SLURM's --signal does; torchrun forwards it too): each time both ranks stop after the
+    same step, rank 0 writes that step's checkpoint, the job exits with status 75; the final
+    rerun ends with the weights of an uninterrupted run."""
+    import signal
+    import time
+
+    from dnalm.preemption import PREEMPTED_EXIT_CODE
+
+    cfg = TrainConfig(
+        k=3, max_tokens=24, size={"layers": 1, "hidden": 16, "heads": 2}, steps=240, batch_size=8,
+        warmup_steps=1, checkpoint_every=30, log_every=20, num_threads=2, device="cpu",
+    )  # fmt: skip
+    launch(cfg, corpus_path, tmp_path / "ref", tmp_path / "ref.tsv", tmp_path / "ref_ckpt", nproc=2)
+    reference = load_file(str(tmp_path / "ref" / "model.safetensors"))
+
+    ckpt = tmp_path / "ckpt"
+    args = {"cfg": cfg.to_dict(), "corpus": str(corpus_path), "out": str(tmp_path / "model"),
+            "metrics": str(tmp_path / "metrics.tsv"), "ckpt": str(ckpt)}  # fmt: skip
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(LAUNCHER)
+    env = {**os.environ, "PYTHONPATH": SCRIPTS}
+    stopped_at = []
+    for sig, whole_group in ((signal.SIGTERM, False), (signal.SIGUSR1, True)):
+        before = max([int(d.name[5:13]) for d in ckpt.glob("ckpt-*")], default=0)
+        proc = subprocess.Popen([sys.executable, str(launcher), json.dumps(args)], env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.time() + 120
+        while max([int(d.name[5:13]) for d in ckpt.glob("ckpt-*")], default=0) <= before:  # training again
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.05)
+        if whole_group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == PREEMPTED_EXIT_CODE, err[-3000:]
+        marker = json.loads((ckpt / "preempted.json").read_text())
+        step = marker["step"]
+        assert before < step < 240
+        assert marker["signal"] == (sig.name if whole_group else f"stop file {ckpt / 'stop-requested'}")
+        assert f"ckpt-{step:08d}-" in marker["checkpoint"] and Path(marker["checkpoint"]).is_dir()
+        assert max(int(d.name[5:13]) for d in ckpt.glob("ckpt-*")) == step
+        assert not (tmp_path / "model").exists() and not (ckpt / "stop-requested").exists()
+        stopped_at.append(step)
+    assert stopped_at[0] < stopped_at[1]
+
+    launch(cfg, corpus_path, tmp_path / "model", tmp_path / "metrics.tsv", ckpt, nproc=2)
+    resumed = load_file(str(tmp_path / "model" / "model.safetensors"))
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+    cols = ["step", "loss", "masked_acc", "mask_rate", "lr"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.tsv", sep="\t")[cols],
+                                  pd.read_csv(tmp_path / "ref.tsv", sep="\t")[cols])  # fmt: skip

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from dnalm import seq
+from dnalm.batches import pack_rows
 from dnalm.models import BertMAE, BertMLM, bert_config, pack_visible, segment_attention
-from dnalm.train import pack_rows
 
 TINY = {"layers": 2, "hidden": 32, "heads": 2}
 DEC = {"layers": 1, "hidden": 16, "heads": 2}

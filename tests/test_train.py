@@ -96,6 +96,22 @@ def assert_same_weights(a: dict, b: dict):
         assert torch.equal(a[key], b[key]), key
 
 
+class Stop(Exception):
+    pass
+
+
+def stop_at(step):
+    def callback(done):
+        if done == step:
+            raise Stop
+
+    return callback
+
+
+def ckpt_names(ckpt):
+    return sorted(d.name for d in Path(ckpt).iterdir() if d.name.startswith("ckpt-"))
+
+
 # ----------------------------------------------------------------------------------------
 # config and schedules
 # ----------------------------------------------------------------------------------------
@@ -115,6 +131,31 @@ def test_config_from_dict_and_validation():
         TrainConfig(max_tokens=600)
     with pytest.raises(ValueError, match="spam"):
         TrainConfig(masking_params={"spam": 1})
+
+
+def test_nodes_and_tensorboard_config_keys(tmp_path):
+    """`nodes` is a job setting (the pretrain rule's resources), `tensorboard` a training one;
+    both are validated by the schema and reach their consumers."""
+    import copy
+
+    import yaml
+
+    from dnalm.config import ConfigError, resolve_model, train_settings, validate_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    config["training"].update(tensorboard=True)
+    config["models"]["dnabert"].update(nodes=2)
+    validate_config(config, root / "config" / "schema.yaml")
+    resolved = resolve_model(config, "dnabert")
+    assert resolved["nodes"] == 2 and "nodes" not in train_settings(resolved)
+    assert TrainConfig.from_dict(train_settings(resolved)).tensorboard is True
+    assert "nodes" not in resolve_model(config, "genemask")  # default: 1 (the rule's resource)
+    for bad, key in (({"nodes": 0}, "nodes"), ({"tensorboard": "yes"}, "tensorboard")):
+        broken = copy.deepcopy(config)
+        broken["models"]["dnabert"].update(bad)
+        with pytest.raises(ConfigError, match=f"models.dnabert.{key}"):
+            validate_config(broken, root / "config" / "schema.yaml")
 
 
 def test_lr_schedules_match_reference_implementations():
@@ -141,11 +182,13 @@ def test_lr_schedules_match_reference_implementations():
 
 
 def test_device_and_precision_choice():
-    from dnalm.train import Dist, autocast_dtype, resolve_device
+    from dnalm.device import autocast_dtype, resolve_device
+    from dnalm.distributed import Dist
 
     assert resolve_device("auto", cuda_available=False) == torch.device("cpu")
     assert resolve_device("auto", cuda_available=True) == torch.device("cuda:0")
-    assert resolve_device("auto", Dist(rank=3, local_rank=1, world_size=4), cuda_available=True) == torch.device("cuda:1")
+    local_rank = Dist(rank=3, local_rank=1, world_size=4).local_rank
+    assert resolve_device("auto", local_rank, cuda_available=True) == torch.device("cuda:1")
     assert resolve_device("cuda:2", cuda_available=True) == torch.device("cuda:2")
     assert resolve_device("cpu", cuda_available=True) == torch.device("cpu")
     with pytest.raises(RuntimeError, match="CUDA is not available"):
@@ -159,7 +202,7 @@ def test_device_and_precision_choice():
 
 
 def test_data_parallel_launch_command_and_env(tmp_path):
-    from dnalm.train import Dist, ddp_command
+    from dnalm.distributed import Dist, ddp_command
 
     cmd = ddp_command(tmp_path / "job.json", 4, python="/py")
     assert cmd == [
@@ -171,6 +214,59 @@ def test_data_parallel_launch_command_and_env(tmp_path):
     d = Dist.from_env({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4"})
     assert (d.rank, d.local_rank, d.world_size, d.enabled, d.main) == (3, 1, 4, True, False)
     assert Dist.from_env({}) == Dist() and not Dist().enabled and Dist().main
+
+
+FAKE_SCONTROL = """#!/bin/sh
+# stands in for SLURM's scontrol: records its arguments, expands one known node list
+echo "$@" >> "$(dirname "$0")/calls"
+[ "$1 $2 $3" = "show hostnames gpu[07-08]" ] && printf 'gpu07\\ngpu08\\n'
+"""
+
+
+def test_multi_node_launch_command_from_the_slurm_environment(tmp_path):
+    """Several nodes: srun starts one torchrun per node, meeting at a c10d rendezvous on the
+    job's first node (scontrol show hostnames), at a port derived from the job id; one node
+    stays --standalone, also inside a multi-node job."""
+    from dnalm.distributed import ddp_command, launch, rendezvous_port
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(FAKE_SCONTROL)
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "123456",
+        "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_CPUS_PER_TASK": "16",
+    }  # fmt: skip
+    job = tmp_path / "job.json"
+    cmd = ddp_command(job, 4, python="/py", nodes=2, env=env)
+    assert cmd == [
+        "srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--cpus-per-task=16",
+        "/py", "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d",
+        "--rdzv-endpoint=gpu07:23456", "--rdzv-id=123456", "-m", "dnalm.train", str(job),
+    ]  # fmt: skip
+    assert (bin_dir / "calls").read_text() == "show hostnames gpu[07-08]\n"
+    # SLURM_NNODES (older SLURM), one GPU per node, no --cpus-per-task
+    env2 = {k: v for k, v in env.items() if k not in ("SLURM_JOB_NUM_NODES", "SLURM_CPUS_PER_TASK")}
+    cmd = ddp_command(job, 1, python="/py", nodes=2, env={**env2, "SLURM_NNODES": "2"})
+    assert cmd[:5] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    assert cmd[5] == "/py" and "--nproc-per-node=1" in cmd
+    # one node: the standalone command, whatever the job has
+    assert ddp_command(job, 4, python="/py", nodes=1, env=env) == ddp_command(job, 4, python="/py")
+    # the port: deterministic, in 20000-29999, different for neighbouring jobs
+    assert rendezvous_port("123456") == rendezvous_port(123456) == 23456
+    assert len({rendezvous_port(j) for j in range(5000, 5100)}) == 100
+    with pytest.raises(RuntimeError, match="nodes: 3 needs a SLURM job with 3 nodes, but this job has 2"):
+        ddp_command(job, 4, nodes=3, env=env)
+    with pytest.raises(RuntimeError, match="nodes: 2 needs a SLURM job with 2 nodes, but this job has 1"):
+        ddp_command(job, 4, nodes=2, env={"PATH": env["PATH"]})
+    with pytest.raises(ValueError, match=">= 2"):
+        ddp_command(job, 1, nodes=1, env=env)
+    # launch passes nodes through: outside SLURM a multi-node run fails before starting
+    outside = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "environ", outside)
+        with pytest.raises(RuntimeError, match="nodes: 2 needs a SLURM job"):
+            launch(tiny(), tmp_path / "c.npz", tmp_path / "m", tmp_path / "m.tsv", tmp_path / "ck", nproc=1, nodes=2)
 
 
 # ----------------------------------------------------------------------------------------
@@ -390,6 +486,39 @@ def test_metrics_file_and_mask_rate(random_corpus_path, tmp_path):
     assert abs(summary["mean_mask_rate"] - 0.3) < 0.03
 
 
+def test_tensorboard_event_files_hold_the_metrics_rows(random_corpus_path, tmp_path):
+    """training.tensorboard: every metrics row also as TensorBoard scalars next to the TSV,
+    equal to its values (float32), also across a resume (the rows logged by the stopped run
+    after its checkpoint are replaced); off by default; not part of the config hash."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dnalm.checkpoint import config_hash
+
+    cfg = tiny(steps=30, checkpoint_every=10, log_every=5, tensorboard=True)
+    without = tiny(steps=30, checkpoint_every=10, log_every=5)
+    assert config_hash(cfg, random_corpus_path) == config_hash(without, random_corpus_path)
+    with pytest.raises(Stop):  # rows 5 .. 25 logged, checkpoint at 20
+        train(cfg, random_corpus_path, tmp_path / "tb_model", tmp_path / "tb_metrics.tsv", tmp_path / "tb_ckpt",
+              step_callback=stop_at(27))  # fmt: skip
+    time.sleep(1.1)  # a second event file (their names hold the time in seconds)
+    run(cfg, random_corpus_path, tmp_path, "tb")
+    events = tmp_path / "tensorboard"
+    assert len(list(events.glob("events.out.tfevents.*"))) == 2
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    m = pd.read_csv(tmp_path / "tb_metrics.tsv", sep="\t", float_precision="round_trip")
+    assert m["step"].tolist() == [5, 10, 15, 20, 25, 30]
+    for column in METRIC_COLUMNS[1:-1]:
+        scalars = acc.Scalars(f"train/{column}")
+        assert [e.step for e in scalars] == m["step"].tolist(), column
+        assert [e.value for e in scalars] == m[column].astype(np.float32).tolist(), column
+    assert "train/peak_gpu_mem_mb" not in acc.Tags()["scalars"]  # empty on the CPU
+
+    run(tiny(steps=2), random_corpus_path, tmp_path / "off", "off")
+    assert not (tmp_path / "off" / "tensorboard").exists()
+
+
 @pytest.mark.parametrize("tokenization", ["overlapping", "non-overlapping"])
 def test_genemask_training_uses_npmi_table(random_corpus_path, tmp_path, tokenization):
     from dnalm.corpus import load_corpus
@@ -484,6 +613,10 @@ DRIVER = textwrap.dedent("""
     callback = None
     if args["mode"] == "slow":  # gives the parent time to kill us at an arbitrary step
         callback = lambda step: time.sleep(0.04)
+    elif args["mode"] == "report":  # the same, saying which step has ended
+        def callback(step):
+            print(step, flush=True)
+            time.sleep(0.04)
     elif args["mode"] == "die_in_checkpoint":  # SIGKILL half-way through a checkpoint write
         real_save, calls = torch.save, []
         def dying_save(obj, f, *a, **kw):
@@ -577,6 +710,92 @@ def test_kill_and_resume_reaches_identical_weights(random_corpus_path, tmp_path)
     _, steps = run(cfg, random_corpus_path, tmp_path, "s")
     assert steps[0] == 21
     assert_same_weights(weights(tmp_path / "ref_mlm_model"), weights(tmp_path / "s_model"))
+
+
+def test_sigterm_checkpoints_the_current_step_and_the_rerun_resumes_identically(random_corpus_path, tmp_path):
+    """SIGTERM (as SLURM sends before a time limit) to a training process: it finishes the
+    step, writes a checkpoint of that step, says so in preempted.json and exits with status
+    75; a rerun resumes there and ends with the weights of an uninterrupted run."""
+    from dnalm.preemption import PREEMPTED_EXIT_CODE
+
+    cfg = tiny(architecture="mlm", steps=40, checkpoint_every=10, log_every=5)
+    run(cfg, random_corpus_path, tmp_path, "ref")
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(scripts=SCRIPTS))
+    ckpt = tmp_path / "term_ckpt"
+    args = {
+        "cfg": cfg.to_dict(), "corpus": str(random_corpus_path), "out": str(tmp_path / "term_model"),
+        "metrics": str(tmp_path / "term_metrics.tsv"), "ckpt": str(ckpt), "mode": "report",
+    }  # fmt: skip
+    proc = subprocess.Popen(
+        [PY, str(driver), json.dumps(args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    reported = []
+    while not reported or reported[-1] < 12:  # past the first checkpoint
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()[-3000:]
+        reported.append(int(line))
+    proc.send_signal(signal.SIGTERM)
+    reported += [int(x) for x in proc.stdout.read().split()]
+    err = proc.stderr.read()
+    assert proc.wait() == PREEMPTED_EXIT_CODE, err[-3000:]
+    stopped = reported[-1]
+    assert 12 <= stopped < 40 and reported == list(range(1, stopped + 1))
+    assert "training stopped by SIGTERM after step" in err
+    # the checkpoint of the step the signal interrupted, and the regular one before it
+    names = ckpt_names(ckpt)
+    assert [int(n[5:13]) for n in names] == [10 * ((stopped - 1) // 10), stopped]
+    assert json.loads((ckpt / "preempted.json").read_text())["step"] == stopped
+    assert not (tmp_path / "term_model").exists()
+
+    _, steps = run(cfg, random_corpus_path, tmp_path, "term")
+    assert steps == list(range(stopped + 1, 41))
+    assert not (ckpt / "preempted.json").exists()
+    assert_same_weights(weights(tmp_path / "ref_model"), weights(tmp_path / "term_model"))
+    cols = ["step", "loss", "masked_acc", "mask_rate", "lr"]
+    a, b = (pd.read_csv(tmp_path / f"{name}_metrics.tsv", sep="\t")[cols] for name in ("ref", "term"))
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(random_corpus_path, tmp_path, caplog):
+    """A truncated model.safetensors in the newest checkpoint (e.g. a node failure while it
+    was flushed): the run resumes from the checkpoint before, with a warning naming the
+    damaged folder, and ends as an uninterrupted run does; with no readable checkpoint left
+    it stops with an error naming the folders and the fix."""
+    from dnalm.checkpoint import CheckpointError
+
+    cfg = tiny(architecture="mae", steps=30, checkpoint_every=10, log_every=5)
+    run(cfg, random_corpus_path, tmp_path, "ref")
+    with pytest.raises(Stop):
+        train(cfg, random_corpus_path, tmp_path / "d_model", tmp_path / "d_metrics.tsv", tmp_path / "d_ckpt",
+              step_callback=stop_at(25))  # fmt: skip
+    ckpt = tmp_path / "d_ckpt"
+    names = ckpt_names(ckpt)
+    assert [n[:13] for n in names] == ["ckpt-00000010", "ckpt-00000020"]  # the last two are kept
+    weights_file = ckpt / names[1] / "model.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes()[: weights_file.stat().st_size // 2])
+
+    caplog.set_level(logging.INFO, logger="dnalm.train")
+    _, steps = run(cfg, random_corpus_path, tmp_path, "d")
+    assert steps == list(range(11, 31))
+    assert "damaged checkpoint" in caplog.text and str(ckpt / names[1]) in caplog.text
+    assert f"resuming from {ckpt / names[0]}" in caplog.text
+    assert_same_weights(weights(tmp_path / "ref_model"), weights(tmp_path / "d_model"))
+    assert ckpt_names(ckpt) == [names[1].replace("20", "30", 1)]  # a finished run keeps its last one
+
+    # nothing readable: the error names every damaged folder and what to do
+    with pytest.raises(Stop):
+        train(cfg, random_corpus_path, tmp_path / "e_model", tmp_path / "e_metrics.tsv", tmp_path / "e_ckpt",
+              step_callback=stop_at(25))  # fmt: skip
+    first, second = (tmp_path / "e_ckpt" / n for n in ckpt_names(tmp_path / "e_ckpt"))
+    (second / "model.safetensors").write_bytes(b"")
+    (first / "optimizer.pt").unlink()
+    with pytest.raises(CheckpointError) as err:
+        run(cfg, random_corpus_path, tmp_path, "e")
+    message = str(err.value)
+    assert str(first) in message and str(second) in message and "optimizer.pt" in message
+    assert "Delete the damaged checkpoint folder(s)" in message
+    assert not (tmp_path / "e_model").exists()
 
 
 def test_tokens_per_s_after_a_resume_counts_training_time_only(random_corpus_path, tmp_path):

@@ -48,7 +48,7 @@ PRESETS: dict[str, dict] = {
 }
 
 #: Keys of a resolved model entry that are not training-loop settings.
-MODEL_ONLY_KEYS = ("preset", "corpus", "threads", "gpus")
+MODEL_ONLY_KEYS = ("preset", "corpus", "threads", "gpus", "nodes")
 
 
 class ConfigError(ValueError):

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -27,15 +27,6 @@ from .io import InputError, atomic_path
 
 META_FILE = "dnalm.json"
 REQUIRED_META = ("k", "tokenization", "max_tokens")
-
-
-def resolve_device(device: str = "auto"):
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def read_meta(model_dir: str | os.PathLike) -> dict:
@@ -65,6 +56,8 @@ def load_encoder(model_dir: str | os.PathLike, device: str = "auto"):
     (``"auto"``: CUDA if available, else CPU); ``meta`` is the parsed ``dnalm.json``.
     """
     from transformers import AutoModel
+
+    from .device import resolve_device
 
     meta = read_meta(model_dir)
     model = AutoModel.from_pretrained(str(model_dir))
@@ -168,12 +161,15 @@ def embed_sequences(
     all its windows, so no part of it is dropped and no untrained position is used when
     ``max_tokens`` is the training length. Windows run in batches of similar length
     (sorted longest first, order restored on output) under ``torch.inference_mode`` (bf16
-    autocast on CUDA). ``device="auto"`` keeps the model where it is; any other value moves
-    the model there first. Pooling: see :func:`pooling_mask`. A tqdm progress bar goes to
+    autocast on CUDA GPUs that support it, :func:`dnalm.device.autocast`).
+    ``device="auto"`` keeps the model where it is; any other value moves the model there
+    first. Pooling: see :func:`pooling_mask`. A tqdm progress bar goes to
     stderr unless ``progress=False``.
     """
     import torch
     from tqdm import tqdm
+
+    from .device import autocast, resolve_device
 
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -182,7 +178,7 @@ def embed_sequences(
     if device == "auto":
         dev = next(model.parameters()).device
     else:
-        dev = torch.device(device)
+        dev = resolve_device(device)
         model.to(dev)
     model.eval()
     hidden = int(model.config.hidden_size)
@@ -203,7 +199,7 @@ def embed_sequences(
     weight = np.zeros(n, dtype=np.float64)
     lengths = np.fromiter((len(t) for t in windows), dtype=np.int64, count=len(windows))
     order = np.argsort(-lengths, kind="stable")  # longest first: memory problems show up at once
-    use_bf16 = dev.type == "cuda"
+    amp = autocast(dev)  # bf16 on GPUs that support it
 
     with (
         torch.inference_mode(),
@@ -214,7 +210,7 @@ def embed_sequences(
             ids_np, mask_np = dseq.pad_batch([windows[i] for i in idx])
             ids = torch.from_numpy(ids_np).to(dev)
             mask = torch.from_numpy(mask_np).to(dev)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            with amp:
                 last = model(input_ids=ids, attention_mask=mask).last_hidden_state
             weights = window_weights(ids, mask) if long == "chunk" else pooling_mask(ids, mask)
             total = (last.float() * weights[:, :, None]).sum(1).double().cpu().numpy()

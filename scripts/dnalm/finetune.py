@@ -13,8 +13,9 @@ then dropout and a linear layer. Gradients flow through every window.
 
 Every (K, repeat) fit starts from the pretrained weights, draws the same examples as the
 probe (:func:`dnalm.evaluate.fewshot_rng`), and is seeded (head initialisation, dropout,
-batch order), so a rerun gives the same table on the same device. On CUDA the forward and
-backward passes run under bf16 autocast (fp32 master weights; bf16 needs no loss scaling).
+batch order), so a rerun gives the same table on the same device. On a CUDA GPU that
+supports bf16 the forward and backward passes run under bf16 autocast
+(:func:`dnalm.device.autocast`; fp32 master weights; bf16 needs no loss scaling).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import copy
 import math
 import os
 import sys
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,18 +89,16 @@ def train_classifier(encoder, tokens: list, y: np.ndarray, n_classes: int, setti
     """
     import torch
 
+    from .device import autocast
+    from .models import adamw
+
     device = next(encoder.parameters()).device
     torch.manual_seed(torch_seed)
     generator = torch.Generator().manual_seed(torch_seed)
     dropout = float(getattr(encoder.config, "hidden_dropout_prob", 0.1))
     model = _classifier(copy.deepcopy(encoder), n_classes, dropout).to(device)
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": float(settings["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=float(settings["lr"]),
-    )
+    optimizer = adamw(model, float(settings["lr"]), float(settings["weight_decay"]))
     batch_size = int(settings["batch_size"])
     per_epoch = math.ceil(len(tokens) / batch_size)
     total = max(per_epoch * int(settings["epochs"]), 1)
@@ -112,13 +111,13 @@ def train_classifier(encoder, tokens: list, y: np.ndarray, n_classes: int, setti
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     labels = torch.as_tensor(np.asarray(y, dtype=np.int64), device=device)
-    use_bf16 = device.type == "cuda"
+    amp = autocast(device)  # bf16 on GPUs that support it
     for _ in range(int(settings["epochs"])):
         perm = torch.randperm(len(tokens), generator=generator).numpy()
         for start in range(0, len(tokens), batch_size):
             idx = perm[start : start + batch_size]
             ids, mask, owner = _batch(tokens, idx, device)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            with amp:
                 logits = model(ids, mask, owner, len(idx))
             loss = torch.nn.functional.cross_entropy(logits.float(), labels[idx])
             loss.backward()
@@ -135,14 +134,17 @@ def predict(model, tokens: list, batch_size: int = 64) -> np.ndarray:
     :func:`train_classifier`; batches of similar length, inference mode)."""
     import torch
 
+    from .device import autocast
+
     device = next(model.parameters()).device
+    amp = autocast(device)
     out = np.zeros(len(tokens), dtype=np.int64)
     order = np.argsort([-sum(len(w) for w in ws) for ws in tokens], kind="stable")
     with torch.inference_mode():
         for start in range(0, len(tokens), batch_size):
             idx = order[start : start + batch_size]
             ids, mask, owner = _batch(tokens, idx, device)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with amp:
                 logits = model(ids, mask, owner, len(idx))
             out[idx] = logits.float().argmax(1).cpu().numpy()
     return out

@@ -1,4 +1,5 @@
-"""Input/output helpers shared by every stage: atomic writes, clear input errors, text files.
+"""Input/output helpers shared by every stage: atomic writes (files and directories), file
+digests, clear input errors, text files.
 
 FASTA files are read and written by :mod:`dnalm.fasta`.
 """
@@ -7,14 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 log = logging.getLogger("dnalm.io")
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -55,6 +59,49 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty directory next to ``path``; on success it replaces ``path``.
+
+    The directory is ``.tmp-<name>-<random>`` in the same folder, so the rename is atomic
+    (an existing ``path`` is removed just before). On any exception the temporary directory
+    is removed; a process killed meanwhile leaves it behind, and callers that own the folder
+    remove such leftovers with :func:`remove_stale_dirs`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp creates 0700
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_stale_dirs(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary directories that interrupted :func:`atomic_dir` writes of
+    ``path`` left behind (only safe when no other process is writing ``path``)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    # mkdtemp's random part: 8 of [a-z0-9_], so ".tmp-a-b-<8>" (a target "a-b") never matches "a"
+    mine = re.compile(rf"\.tmp-{re.escape(path.name)}-[a-z0-9_]{{8}}")
+    stale = sorted(d for d in path.parent.iterdir() if mine.fullmatch(d.name) and d.is_dir())
+    for d in stale:
+        shutil.rmtree(d, ignore_errors=True)
+    return stale
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's contents (``hashlib`` algorithm name), read in chunks."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
 @contextlib.contextmanager

@@ -1,29 +1,33 @@
 """Masking strategies for pretraining (DESIGN.md "Masking strategies").
 
-Every function works on ONE sequence: a 1-D int64 array of token ids as produced by
-:func:`dnalm.seq.tokenize_codes` (``[CLS] k-mers [SEP]``, no padding). Only k-mer tokens
-are maskable (see :func:`maskable`). The functions return a boolean mask of the same
-length; the model-specific corruption (MLM 80/10/10, or MAE dropping) happens later.
+:class:`Masker` computes the masks of a whole batch of sequences at once (vectorised, no
+Python loop over sequences): the sequences are 1-D int64 token ids as produced by
+:func:`dnalm.seq.tokenize_codes` (``[CLS] k-mers [SEP]``, no padding), concatenated, with
+their boundaries. Only k-mer tokens are maskable (see :func:`maskable`). The result is a
+boolean mask over the concatenated tokens; the model-specific corruption (MLM 80/10/10,
+:func:`apply_mlm_corruption`, or MAE dropping) happens later.
 
-Random draws are made up front, in a fixed and documented order, from the
-``numpy.random.Generator`` passed in, so that a slow reference implementation (the tests)
-can replay exactly the same draws and a resumed training run can replay a stream from a
-saved generator state:
+All randomness comes in as uniforms drawn up front, in a fixed and documented order, so
+that the slow pure-Python references of the tests can replay exactly the same draws and a
+resumed training run can replay a stream from a saved generator state. Per sequence of n
+tokens, the strategies use:
 
 ================================  ===========================================================
-function                          draws (in this order)
+strategy, tokenization            uniforms (``u`` rows of that sequence)
 ================================  ===========================================================
-random_mask_overlapping           ``rng.random(n)``: one uniform per token (centre if < p)
-genemask_mask_overlapping         ``rng.random(n)``: one uniform per token (centre if < p)
-random_mask_nonoverlapping        ``rng.random(n)``: one uniform per token (masked if < ratio)
-genemask_mask_nonoverlapping      ``rng.random((n, 2))``: two uniforms per token (column 0:
-                                  candidate if < q; column 1 of a window's first maskable
-                                  token: the window's stochastic rounding)
-apply_mlm_corruption              ``rng.random(shape)`` then ``rng.integers(5, V, shape)``
+random, overlapping               one per token (a centre if < center_prob)
+genemask, overlapping             one per token (a centre if < center_prob)
+random, non-overlapping           one per token (masked if < mask_ratio)
+genemask, non-overlapping         two per token (column 0: a candidate if < q; column 1 of a
+                                  window's first maskable token: the window's stochastic
+                                  rounding)
 ================================  ===========================================================
 
-(``n = len(token_ids)``; uniforms of non-maskable positions are drawn and ignored.
-:func:`uniforms_per_token` says how many uniforms per token a strategy draws.)
+and ``rng.random(n_tokens)`` (or ``rng.random((n_tokens, 2))``) over the concatenated
+batch gives every sequence exactly the uniforms that ``rng.random(n)`` per sequence would,
+as numpy's generators make one double per 64-bit output with no buffering.
+:func:`apply_mlm_corruption` then draws ``rng.random(shape)`` and
+``rng.integers(5, V, shape)``. (Uniforms of non-maskable positions are drawn and ignored.)
 
 NPMI lookups use the CONTENT of a token: ``npmi[token_id - N_SPECIAL]`` is the NPMI of the
 k-mer the token stands for. (The public GeneMask code indexed its NPMI list by the token's
@@ -108,94 +112,12 @@ def _span_offsets(width: int) -> tuple[int, int]:
     return (width - 1) // 2, width // 2  # floor((w-1)/2), ceil((w-1)/2)
 
 
-def _cover(n: int, centres: np.ndarray, width: int) -> np.ndarray:
-    """Boolean array of length n covering ``width`` tokens centred on each centre (clipped)."""
-    left, right = _span_offsets(width)
-    starts = np.bincount(np.clip(centres - left, 0, n), minlength=n + 1)
-    ends = np.bincount(np.clip(centres + right + 1, 0, n), minlength=n + 1)
-    return np.cumsum(starts[:n] - ends[:n]) > 0
-
-
-def random_mask_overlapping(token_ids, k: int, center_prob: float, rng) -> np.ndarray:
-    """DNABERT span masking for overlapping k-mers.
-
-    Every maskable token is a centre with probability ``center_prob``; each centre c masks
-    tokens c-floor((k-1)/2) .. c+ceil((k-1)/2) (k tokens: all k-mers sharing c's middle
-    base), clipped to the sequence; special tokens and [UNK] inside a span stay unmasked.
-    Draws ``rng.random(len(token_ids))``.
-    """
-    ids = np.asarray(token_ids)
-    ok = maskable(ids)
-    u = rng.random(ids.shape[0])
-    centres = np.flatnonzero(ok & (u < center_prob))
-    return _cover(ids.shape[0], centres, k) & ok
-
-
 def _content_npmi(ids: np.ndarray, ok: np.ndarray, npmi: np.ndarray) -> np.ndarray:
     """NPMI of each token's k-mer (float64; -inf for non-maskable tokens or unknown k-mers)."""
     npmi = np.asarray(npmi, dtype=np.float64)
     score = np.full(ids.shape[0], -np.inf)
     score[ok] = npmi[ids[ok] - N_SPECIAL]
     return np.where(np.isnan(score), -np.inf, score)
-
-
-def genemask_mask_overlapping(
-    token_ids, npmi, k: int, center_prob: float, span: int, keep_fraction: float, min_keep: int, rng
-) -> np.ndarray:
-    """GeneMask: NPMI-guided span masking for overlapping k-mers.
-
-    1. Centres: each maskable token with probability ``center_prob`` (draws
-       ``rng.random(len(token_ids))``, as :func:`random_mask_overlapping`).
-    2. For each centre c, its window is the k tokens c-floor((k-1)/2) .. c+ceil((k-1)/2)
-       (clipped; only maskable tokens count). b(c) is the window token whose k-mer CONTENT
-       has the highest NPMI (``npmi[token_id - 5]``; unknown = -inf; ties -> leftmost).
-    3. ``n_top = int(keep_fraction * n_centres)``; if ``n_top > min_keep`` only the n_top
-       centres with the highest NPMI(b) are kept (ties -> leftmost centre), else all are.
-    4. Mask ``span`` tokens b-floor((span-1)/2) .. b+ceil((span-1)/2) around each kept b
-       (clipped; special tokens and [UNK] stay unmasked).
-    """
-    ids = np.asarray(token_ids)
-    n = ids.shape[0]
-    ok = maskable(ids)
-    u = rng.random(n)
-    centres = np.flatnonzero(ok & (u < center_prob))
-    if centres.size == 0:
-        return np.zeros(n, dtype=bool)
-    score = _content_npmi(ids, ok, npmi)
-
-    left, right = _span_offsets(k)
-    window = centres[:, None] + np.arange(-left, right + 1)[None, :]  # (n_centres, k)
-    inside = (window >= 0) & (window < n)
-    window = np.clip(window, 0, n - 1)
-    valid = inside & ok[window]  # the centre itself is always valid
-    wscore = np.where(valid, score[window], -np.inf)
-    best = wscore.max(axis=1)
-    # leftmost valid position reaching the best score (works when best == -inf too)
-    first = np.argmax(valid & (wscore == best[:, None]), axis=1)
-    b = window[np.arange(centres.size), first]
-
-    n_top = int(keep_fraction * centres.size)
-    if n_top > min_keep:
-        order = np.argsort(-best, kind="stable")  # centres are in position order already
-        b = b[np.sort(order[:n_top])]
-    return _cover(n, b, span) & ok
-
-
-def random_mask_nonoverlapping(token_ids, mask_ratio: float, rng) -> np.ndarray:
-    """i.i.d. Bernoulli(``mask_ratio``) masking of maskable tokens (BarcodeBERT/MAE).
-
-    Draws ``rng.random(len(token_ids))``; token i is masked when maskable and its uniform is
-    below ``mask_ratio``. If that masks nothing but some token is maskable, the maskable
-    token with the smallest uniform (leftmost on ties) is masked, so every sequence with a
-    k-mer contributes to the loss.
-    """
-    ids = np.asarray(token_ids)
-    ok = maskable(ids)
-    u = rng.random(ids.shape[0])
-    mask = ok & (u < mask_ratio)
-    if not mask.any() and ok.any():
-        mask[np.argmin(np.where(ok, u, np.inf))] = True
-    return mask
 
 
 def _candidate_rate(mask_ratio: float, keep_fraction: float) -> tuple[float, float]:
@@ -206,81 +128,10 @@ def _candidate_rate(mask_ratio: float, keep_fraction: float) -> tuple[float, flo
     return q, mask_ratio / q
 
 
-def genemask_mask_nonoverlapping(
-    token_ids, npmi, mask_ratio: float, keep_fraction: float, window: int, rng
-) -> np.ndarray:
-    """NPMI-guided masking for non-overlapping k-mers, ranked within windows.
-
-    Draws ``u = rng.random((len(token_ids), 2))``. The maskable tokens, in order, are cut
-    into consecutive windows of ``window`` maskable tokens (the last one may be shorter).
-    With ``q, f = min(1, mask_ratio / keep_fraction), mask_ratio / q``:
-
-    1. candidates: the maskable tokens with ``u[i, 0] < q``;
-    2. in a window with ``c`` candidates, ``x = f * c`` of them are masked, rounded
-       stochastically: ``floor(x) + (v < x - floor(x))`` with ``v = u[first, 1]``, ``first``
-       the window's first maskable token (independent of the candidate draws);
-    3. those are the window's candidates whose k-mer CONTENT has the highest NPMI
-       (``npmi[token_id - 5]``; NaN or unknown = -inf; ties -> leftmost).
-
-    A window of L maskable tokens masks ``f * q * L = mask_ratio * L`` tokens in expectation,
-    so the expected mask rate is exactly ``mask_ratio`` (no "at least one" rule, which would
-    bias it; a sequence may have nothing masked). ``mask_ratio`` 0 masks nothing; with
-    keep_fraction 1 this is i.i.d. masking at ``mask_ratio`` with no NPMI preference.
-    """
-    ids = np.asarray(token_ids)
-    n = ids.shape[0]
-    ok = maskable(ids)
-    u = rng.random((n, 2))
-    mask = np.zeros(n, dtype=bool)
-    pos = np.flatnonzero(ok)
-    if mask_ratio <= 0 or pos.size == 0:
-        return mask
-    q, f = _candidate_rate(mask_ratio, keep_fraction)
-    score = _content_npmi(ids, ok, npmi)
-    for start in range(0, pos.size, window):
-        win = pos[start : start + window]
-        cand = win[u[win, 0] < q]
-        x = f * cand.size
-        n_mask = math.floor(x) + int(u[win[0], 1] < x - math.floor(x))
-        mask[cand[np.argsort(-score[cand], kind="stable")[:n_mask]]] = True
-    return mask
-
-
 def uniforms_per_token(strategy: str, tokenization: str) -> int:
-    """How many uniforms per token the strategy's per-sequence function draws (1, or 2 for
-    non-overlapping genemask), i.e. the second dimension of :func:`make_masks`' ``u``."""
+    """How many uniforms per token the strategy uses (1, or 2 for non-overlapping genemask),
+    i.e. the second dimension of :class:`Masker`'s ``u``."""
     return 2 if (strategy == "genemask" and tokenization == "non-overlapping") else 1
-
-
-def make_mask(token_ids, strategy: str, tokenization: str, k: int, params: dict, npmi, rng) -> np.ndarray:
-    """Dispatch to the strategy x tokenization masking function.
-
-    ``params`` is completed with :data:`DEFAULT_MASKING_PARAMS` (``center_prob`` defaults to
-    0.025 for random, 0.0176 for genemask; ``window`` to ``k``). ``npmi`` (length 4**k, see
-    :func:`load_npmi_table`) is required for genemask and ignored for random.
-    """
-    if tokenization not in TOKENIZATIONS:
-        raise ValueError(f"unknown tokenization {tokenization!r}; expected one of {TOKENIZATIONS}")
-    p = resolve_masking_params(strategy, params, k)
-    if strategy == "genemask":
-        if npmi is None:
-            raise ValueError("genemask masking needs an NPMI table (npmi=None given)")
-        if len(npmi) != 4**k:
-            raise ValueError(f"NPMI table has {len(npmi)} entries, expected 4**{k} = {4**k}")
-    if tokenization == "overlapping":
-        if strategy == "random":
-            return random_mask_overlapping(token_ids, k, p["center_prob"], rng)
-        return genemask_mask_overlapping(
-            token_ids, npmi, k, p["center_prob"], p["span"], p["keep_fraction"], p["min_keep"], rng
-        )
-    if strategy == "random":
-        return random_mask_nonoverlapping(token_ids, p["mask_ratio"], rng)
-    return genemask_mask_nonoverlapping(token_ids, npmi, p["mask_ratio"], p["keep_fraction"], p["window"], rng)
-
-
-# ----------------------------------------------------------------------------------------
-# the same masks for a whole batch at once (the training pipeline's fast path)
-# ----------------------------------------------------------------------------------------
 
 
 def _segment_of(offsets: np.ndarray, n: int) -> np.ndarray:
@@ -289,7 +140,8 @@ def _segment_of(offsets: np.ndarray, n: int) -> np.ndarray:
 
 
 def _cover_segments(n: int, centres: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: int) -> np.ndarray:
-    """:func:`_cover` for many sequences at once: each span clipped to its sequence [lo, hi)."""
+    """Boolean array of length n covering ``width`` tokens centred on each centre, each run
+    clipped to its own sequence [lo, hi)."""
     left, right = _span_offsets(width)
     starts = np.bincount(np.maximum(centres - left, lo), minlength=n + 1)
     ends = np.bincount(np.minimum(centres + right + 1, hi), minlength=n + 1)
@@ -305,55 +157,104 @@ def _rank_within(seg: np.ndarray, order: np.ndarray) -> np.ndarray:
     return rank
 
 
-def make_masks(flat_ids, offsets, strategy: str, tokenization: str, k: int, params: dict, npmi, u) -> np.ndarray:
-    """The masks of many sequences at once, equal to :func:`make_mask` on each.
+class Masker:
+    """One strategy x tokenization with its parameters resolved and its NPMI table checked
+    once; calling it masks a batch (:meth:`__call__`).
 
-    ``flat_ids``: the sequences' token ids concatenated; ``offsets``: n + 1 boundaries
-    (sequence j is ``flat_ids[offsets[j]:offsets[j + 1]]``); ``u``: the uniforms each
-    per-sequence function draws, in sequence order: shape ``(n_tokens,)`` (one per token,
-    ``rng.random(len(sequence))``) or, for non-overlapping genemask,
-    ``(n_tokens, 2)`` (``rng.random((len(sequence), 2))``); see
-    :func:`uniforms_per_token`. ``rng.random(len(flat_ids))`` (or ``rng.random((len(flat_ids),
-    2))``) yields exactly those, as numpy's generators make one double per 64-bit output
-    with no buffering. Vectorised over the batch: no Python loop over sequences.
+    ``params`` is completed with :data:`DEFAULT_MASKING_PARAMS` (``center_prob`` defaults
+    to 0.025 for random, 0.0176 for genemask; ``window`` to ``k``). ``npmi`` (length 4**k,
+    see :func:`load_npmi_table`) is required for genemask and ignored for random.
+
+    The four strategies, per sequence:
+
+    * random, overlapping (DNABERT span masking): every maskable token is a centre when its
+      uniform is < ``center_prob``; each centre c masks tokens c-floor((k-1)/2) ..
+      c+ceil((k-1)/2) (k tokens: all k-mers sharing c's middle base), clipped to the
+      sequence; special tokens and [UNK] inside a span stay unmasked.
+    * genemask, overlapping (GeneMask): centres as above. For each centre c, its window is
+      the k tokens around it (clipped; only maskable tokens count); b(c) is the window
+      token whose k-mer CONTENT has the highest NPMI (unknown = -inf; ties -> leftmost).
+      ``n_top = int(keep_fraction * n_centres)``; if ``n_top > min_keep`` only the n_top
+      centres with the highest NPMI(b) are kept (ties -> leftmost centre), else all are.
+      ``span`` tokens b-floor((span-1)/2) .. b+ceil((span-1)/2) around each kept b are
+      masked (clipped; special tokens and [UNK] stay unmasked).
+    * random, non-overlapping (BarcodeBERT/MAE): token i is masked when maskable and its
+      uniform is < ``mask_ratio``. If that masks nothing but some token is maskable, the
+      maskable token with the smallest uniform (leftmost on ties) is masked, so every
+      sequence with a k-mer contributes to the loss.
+    * genemask, non-overlapping: the maskable tokens, in order, are cut into consecutive
+      windows of ``window`` maskable tokens (the last one may be shorter). With
+      ``q, f = min(1, mask_ratio / keep_fraction), mask_ratio / q``: candidates are the
+      maskable tokens with ``u[i, 0] < q``; in a window with ``c`` candidates, ``x = f * c``
+      of them are masked, rounded stochastically (``floor(x) + (v < x - floor(x))``,
+      ``v = u[first, 1]`` of the window's first maskable token); those are the window's
+      candidates with the highest content NPMI (NaN or unknown = -inf; ties -> leftmost).
+      The expected mask rate is exactly ``mask_ratio`` (no "at least one" rule, which would
+      bias it; a sequence may have nothing masked); with keep_fraction 1 this is i.i.d.
+      masking at ``mask_ratio`` with no NPMI preference.
     """
-    if tokenization not in TOKENIZATIONS:
-        raise ValueError(f"unknown tokenization {tokenization!r}; expected one of {TOKENIZATIONS}")
-    p = resolve_masking_params(strategy, params, k)
-    ids = np.asarray(flat_ids)
-    offsets = np.asarray(offsets, dtype=np.int64)
-    u = np.asarray(u, dtype=np.float64)
-    n = ids.shape[0]
-    per_token = uniforms_per_token(strategy, tokenization)
-    want_shape = (n,) if per_token == 1 else (n, per_token)
-    if u.shape != want_shape or offsets[0] != 0 or offsets[-1] != n:
-        raise ValueError(
-            f"make_masks: u must hold {per_token} uniform(s) per token, shape {want_shape} "
-            f"(got {u.shape}), and offsets must span flat_ids"
-        )
-    if strategy == "genemask":
-        if npmi is None:
-            raise ValueError("genemask masking needs an NPMI table (npmi=None given)")
-        if len(npmi) != 4**k:
-            raise ValueError(f"NPMI table has {len(npmi)} entries, expected 4**{k} = {4**k}")
-    ok = maskable(ids)
-    seg = _segment_of(offsets, n)
-    lo, hi = offsets[:-1][seg], offsets[1:][seg]  # bounds of each position's sequence
 
-    if tokenization == "overlapping":
-        centres = np.flatnonzero(ok & (u < p["center_prob"]))
-        if strategy == "random":
-            return _cover_segments(n, centres, lo[centres], hi[centres], k) & ok
+    def __init__(self, strategy: str, tokenization: str, k: int, params: dict | None = None, npmi=None):
+        if tokenization not in TOKENIZATIONS:
+            raise ValueError(f"unknown tokenization {tokenization!r}; expected one of {TOKENIZATIONS}")
+        self.strategy, self.tokenization, self.k = strategy, tokenization, int(k)
+        self.params = resolve_masking_params(strategy, params, k)
+        if strategy == "genemask":
+            if npmi is None:
+                raise ValueError("genemask masking needs an NPMI table (npmi=None given)")
+            if len(npmi) != 4**k:
+                raise ValueError(f"NPMI table has {len(npmi)} entries, expected 4**{k} = {4**k}")
+        self.npmi = None if npmi is None else np.asarray(npmi, dtype=np.float64)
+        self.per_token = uniforms_per_token(strategy, tokenization)
+
+    def uniforms(self, n_tokens: int, rng: np.random.Generator) -> np.ndarray:
+        """The uniforms of ``n_tokens`` concatenated tokens, drawn from ``rng``."""
+        return rng.random(n_tokens) if self.per_token == 1 else rng.random((n_tokens, self.per_token))
+
+    def __call__(self, flat_ids, offsets, u) -> np.ndarray:
+        """Masks of many sequences at once (bool, the length of ``flat_ids``).
+
+        ``flat_ids``: the sequences' token ids concatenated; ``offsets``: n + 1 boundaries
+        (sequence j is ``flat_ids[offsets[j]:offsets[j + 1]]``); ``u``: the uniforms of all
+        tokens in order, shape ``(n_tokens,)`` or, for non-overlapping genemask,
+        ``(n_tokens, 2)`` (:meth:`uniforms`).
+        """
+        p = self.params
+        ids = np.asarray(flat_ids)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        u = np.asarray(u, dtype=np.float64)
+        n = ids.shape[0]
+        want_shape = (n,) if self.per_token == 1 else (n, self.per_token)
+        if u.shape != want_shape or offsets[0] != 0 or offsets[-1] != n:
+            raise ValueError(
+                f"masks: u must hold {self.per_token} uniform(s) per token, shape {want_shape} "
+                f"(got {u.shape}), and offsets must span flat_ids"
+            )
+        ok = maskable(ids)
+        seg = _segment_of(offsets, n)
+        lo, hi = offsets[:-1][seg], offsets[1:][seg]  # bounds of each position's sequence
+        if self.tokenization == "overlapping":
+            centres = np.flatnonzero(ok & (u < p["center_prob"]))
+            if self.strategy == "random":
+                return _cover_segments(n, centres, lo[centres], hi[centres], self.k) & ok
+            return self._genemask_overlapping(ids, ok, seg, lo, hi, offsets, centres)
+        if self.strategy == "random":
+            return self._random_nonoverlapping(ok, seg, offsets, u)
+        return self._genemask_nonoverlapping(ids, ok, seg, offsets, u)
+
+    def _genemask_overlapping(self, ids, ok, seg, lo, hi, offsets, centres) -> np.ndarray:
+        p, n = self.params, ids.shape[0]
         if centres.size == 0:
             return np.zeros(n, dtype=bool)
-        score = _content_npmi(ids, ok, npmi)
-        left, right = _span_offsets(k)
-        window = centres[:, None] + np.arange(-left, right + 1)[None, :]
+        score = _content_npmi(ids, ok, self.npmi)
+        left, right = _span_offsets(self.k)
+        window = centres[:, None] + np.arange(-left, right + 1)[None, :]  # (n_centres, k)
         inside = (window >= lo[centres][:, None]) & (window < hi[centres][:, None])
         window = np.clip(window, 0, n - 1)
-        valid = inside & ok[window]
+        valid = inside & ok[window]  # the centre itself is always valid
         wscore = np.where(valid, score[window], -np.inf)
         best = wscore.max(axis=1)
+        # leftmost valid position reaching the best score (works when best == -inf too)
         b = window[np.arange(centres.size), np.argmax(valid & (wscore == best[:, None]), axis=1)]
         # per sequence: keep the top int(keep_fraction * n_centres) centres by NPMI(b) (ties ->
         # leftmost centre) when that number exceeds min_keep, else all
@@ -365,9 +266,9 @@ def make_masks(flat_ids, offsets, strategy: str, tokenization: str, k: int, para
         b = b[keep]
         return _cover_segments(n, b, lo[b], hi[b], p["span"]) & ok
 
-    n_ok = np.bincount(seg[ok], minlength=offsets.shape[0] - 1)
-    if strategy == "random":
-        mask = ok & (u < p["mask_ratio"])
+    def _random_nonoverlapping(self, ok, seg, offsets, u) -> np.ndarray:
+        n_ok = np.bincount(seg[ok], minlength=offsets.shape[0] - 1)
+        mask = ok & (u < self.params["mask_ratio"])
         # a sequence with a maskable token but nothing masked: mask its smallest uniform
         empty = (n_ok > 0) & (np.bincount(seg[mask], minlength=n_ok.shape[0]) == 0)
         pos = np.flatnonzero(ok & empty[seg])
@@ -375,27 +276,37 @@ def make_masks(flat_ids, offsets, strategy: str, tokenization: str, k: int, para
             first = _rank_within(seg[pos], np.lexsort((pos, u[pos], seg[pos]))) == 0
             mask[pos[first]] = True
         return mask
-    # genemask, non-overlapping: windows of `window` consecutive maskable tokens of a
-    # sequence; candidates u[:, 0] < q; per window floor(x) + (v < frac(x)) of them, x = f * c,
-    # v = u[first maskable token of the window, 1]; the highest-NPMI candidates (ties -> leftmost)
-    mask = np.zeros(n, dtype=bool)
-    pos = np.flatnonzero(ok)
-    if p["mask_ratio"] <= 0 or pos.size == 0:
+
+    def _genemask_nonoverlapping(self, ids, ok, seg, offsets, u) -> np.ndarray:
+        # windows of `window` consecutive maskable tokens of a sequence; candidates u[:, 0] < q;
+        # per window floor(x) + (v < frac(x)) of them, x = f * c, v = u[first maskable token of
+        # the window, 1]; the highest-NPMI candidates (ties -> leftmost)
+        p = self.params
+        mask = np.zeros(ids.shape[0], dtype=bool)
+        pos = np.flatnonzero(ok)
+        if p["mask_ratio"] <= 0 or pos.size == 0:
+            return mask
+        n_ok = np.bincount(seg[ok], minlength=offsets.shape[0] - 1)
+        q, f = _candidate_rate(p["mask_ratio"], p["keep_fraction"])
+        first_ok = np.cumsum(n_ok) - n_ok  # index into pos of each sequence's first maskable token
+        j = np.arange(pos.size) - first_ok[seg[pos]]  # maskable index within its sequence
+        starts = j % p["window"] == 0
+        win = np.cumsum(starts) - 1  # window of each maskable token (global numbering)
+        is_cand = u[pos, 0] < q
+        cand, cwin = pos[is_cand], win[is_cand]
+        x = f * np.bincount(cwin, minlength=int(win[-1]) + 1)
+        floor = np.floor(x)
+        n_mask = floor.astype(np.int64) + (u[pos[starts], 1] < x - floor)
+        score = _content_npmi(ids, ok, self.npmi)[cand]
+        chosen = cand[_rank_within(cwin, np.lexsort((cand, -score, cwin))) < n_mask[cwin]]
+        mask[chosen] = True
         return mask
-    q, f = _candidate_rate(p["mask_ratio"], p["keep_fraction"])
-    first_ok = np.cumsum(n_ok) - n_ok  # index into pos of each sequence's first maskable token
-    j = np.arange(pos.size) - first_ok[seg[pos]]  # maskable index within its sequence
-    starts = j % p["window"] == 0
-    win = np.cumsum(starts) - 1  # window of each maskable token (global numbering)
-    is_cand = u[pos, 0] < q
-    cand, cwin = pos[is_cand], win[is_cand]
-    x = f * np.bincount(cwin, minlength=int(win[-1]) + 1)
-    floor = np.floor(x)
-    n_mask = floor.astype(np.int64) + (u[pos[starts], 1] < x - floor)
-    score = _content_npmi(ids, ok, npmi)[cand]
-    chosen = cand[_rank_within(cwin, np.lexsort((cand, -score, cwin))) < n_mask[cwin]]
-    mask[chosen] = True
-    return mask
+
+
+def make_masks(flat_ids, offsets, strategy: str, tokenization: str, k: int, params: dict, npmi, u) -> np.ndarray:
+    """``Masker(strategy, tokenization, k, params, npmi)(flat_ids, offsets, u)``: the masks of
+    a batch in one call (see :class:`Masker`)."""
+    return Masker(strategy, tokenization, k, params, npmi)(flat_ids, offsets, u)
 
 
 def apply_mlm_corruption(

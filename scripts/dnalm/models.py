@@ -309,3 +309,15 @@ def build_model(architecture: str, size: dict, decoder_size: dict, vocab_size: i
     if architecture == "mae":
         return BertMAE(size, decoder_size, vocab_size, max_position)
     raise ValueError(f"unknown architecture {architecture!r}; expected 'mlm' or 'mae'")
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float, **kwargs) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of ``model`` with weight decay on matrices
+    (ndim >= 2) only: none on biases, LayerNorm weights or the MAE mask embedding (tied
+    weights appear once). ``kwargs`` go to ``torch.optim.AdamW`` (betas, eps, fused)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, **kwargs)
