@@ -332,7 +332,10 @@ def test_numbers_yaml_reads_as_text_get_their_yaml_spelling(demo, text, key, spe
         return a
 
     cfg = merge(demo, overlay)
-    _raises(cfg, key, f"write {spelled} ", "YAML needs a decimal point and a signed exponent")
+    why = {"6": "without quotes", "4000": "an integer written out", "100": "an integer written out"}.get(
+        spelled, "YAML needs a decimal point and a signed exponent"
+    )
+    _raises(cfg, key, f"write {spelled} ({why}", "as text, not a number")
     assert yaml.safe_load(f"x: {spelled}")["x"] == float(spelled)  # the advice is right
 
 

@@ -120,13 +120,21 @@ def _type_hint(err) -> str:
     expected = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
     if not isinstance(err.instance, str) or not {"number", "integer"} & set(expected):
         return ""
-    spelled = _yaml_number(err.instance, integer="number" not in expected)
+    return _number_advice(err.instance, integer="number" not in expected)
+
+
+def _number_advice(text: str, integer: bool) -> str:
+    """'; YAML read ... write ...' for text that spells a number, else ''."""
+    spelled = _yaml_number(text, integer)
     if spelled is None:
         return ""
-    return (
-        f"; YAML read {err.instance!r} as text, not a number: write {spelled} (without quotes; "
-        "YAML needs a decimal point and a signed exponent, e.g. 1.0e-3, not 1e-3)"
-    )
+    if "e" not in text.lower():
+        why = "without quotes"
+    elif integer:
+        why = "an integer written out; YAML reads 1e3 as text"
+    else:
+        why = "YAML needs a decimal point and a signed exponent, e.g. 1.0e-3, not 1e-3"
+    return f"; YAML read {text!r} as text, not a number: write {spelled} ({why})"
 
 
 def _get(config: dict, dotted: str):
@@ -367,14 +375,8 @@ def _check_numbers(value, default, key: str) -> None:
         for i, v in enumerate(value):
             _check_numbers(v, default[min(i, len(default) - 1)], f"{key}.{i}")
     elif _is_number(default) and isinstance(value, str):
-        spelled = _yaml_number(value, integer=isinstance(default, int))
-        hint = (
-            f": YAML read it as text, not a number; write {spelled} (without quotes; YAML needs a decimal point "
-            "and a signed exponent, e.g. 1.0e-3, not 1e-3)"
-            if spelled is not None
-            else ""
-        )
-        raise ConfigError(f"config key '{key}': {value!r} is not a number{hint}")
+        advice = _number_advice(value, integer=isinstance(default, int))
+        raise ConfigError(f"config key '{key}': {value!r} is not a number{advice}")
 
 
 def _check_local_files(config: dict, plan) -> None:
