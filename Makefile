@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint report setup sysdeps clean
+.PHONY: demo test lint format report setup sysdeps clean
 
 setup: $(STAMP)
 
@@ -25,9 +25,16 @@ sysdeps:
 test: $(STAMP) sysdeps
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
-## Lint the workflow.
+## Formatting and lint: snakefmt (Snakefile, rules/*.smk), ruff (Python), snakemake --lint.
+## `make format` applies snakefmt and ruff's safe fixes.
 lint: $(STAMP)
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/ruff check .
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --lint
+
+format: $(STAMP)
+	$(BIN)/snakefmt Snakefile rules
+	$(BIN)/ruff check --fix .
 
 ## HTML report of the demo run.
 report: $(STAMP)

@@ -14,6 +14,7 @@ report: "rules/report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/corpus.smk"
 include: "rules/kmers.smk"
 include: "rules/npmi.smk"
 include: "rules/pretrain.smk"
@@ -23,6 +24,6 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_outputs(),
-    default_target: True

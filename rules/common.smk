@@ -1,27 +1,39 @@
-# Config validation, shared names and every input function of the workflow.
+# Config validation, shared names, path helpers and every input function of the workflow.
+# Paths of the workflow's own files are relative to this file (workflow.current_basedir),
+# never to the including workflow, so `module dnalm: snakefile: ".../Snakefile"` works.
 
 import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+WORKFLOW_DIR = Path(workflow.current_basedir).parent  # the repository root, also as a module
+if str(WORKFLOW_DIR / "scripts") not in sys.path:
+    sys.path.insert(0, str(WORKFLOW_DIR / "scripts"))
 
-from dnalm.config import BASELINE, ConfigError, resolve_model, train_settings, validate_config  # noqa: E402
-from dnalm import simulate as _sim  # noqa: E402
-from dnalm import sources as _sources  # noqa: E402
+from dnalm import sources as _sources
+from dnalm.config import BASELINE, ConfigError, check_inputs, resolve_model, train_settings, validate_config
 
-try:
-    validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
-    # data: simulated or real (url / path) genome, barcodes and tasks; checks beyond the schema
-    DATA = _sources.plan(config, _sim.DEFAULT_GENOME, _sim.DEFAULT_BARCODES)
-    MODEL_SETTINGS = {name: resolve_model(config, name) for name in config["models"]}
-except ConfigError as _err:
-    raise WorkflowError(f"Invalid configuration: {_err}") from None
+from dnalm.simulate.defaults import DEFAULT_BARCODES, DEFAULT_GENOME
 
 
 def R(path):
     """A path inside the results folder."""
     return str(Path(config["results"]) / path)
+
+
+def task_file(split, task="{task}"):
+    """A task table (train: the few-shot pool; test: the fixed test set)."""
+    return R(f"data/tasks/{task}/{split}.tsv")
+
+
+try:
+    validate_config(config, WORKFLOW_DIR / "config" / "schema.yaml")
+    # data: simulated or real (url / path) genome, barcodes and tasks; checks beyond the schema
+    DATA = _sources.plan(config, DEFAULT_GENOME, DEFAULT_BARCODES)
+    MODEL_SETTINGS = {name: resolve_model(config, name) for name in config["models"]}
+    check_inputs(config, DATA, DEFAULT_GENOME, DEFAULT_BARCODES, prepared_task=lambda task: task_file("train", task))
+except ConfigError as _err:
+    raise WorkflowError(f"Invalid configuration: {_err}") from None
 
 
 MODELS = list(config["models"])
@@ -30,7 +42,6 @@ TASKS = list(config["evaluation"]["fewshot"]["tasks"])
 SIM_TASKS = list(DATA.simulated_tasks)  # tasks the demo simulator writes (none for a real genome)
 REAL_TASKS = list(DATA.tasks)  # tasks converted from real files (data.tasks)
 SHARDS = [str(i) for i in range(config["kmers"]["n_shards"])]
-DATASETS = TASKS + ["barcodes"]
 REPORT_MODELS = config["report"].get("models") or ALL_MODELS
 
 
@@ -49,17 +60,23 @@ wildcard_constraints:
 
 # ---------------------------------------------------------------- data locations
 # Every source (simulated, downloaded or local) ends up in these files, so the stages after
-# rules/data.smk never depend on where the data came from.
+# rules/data.smk never depend on where the data came from. A helper's default argument is
+# the wildcard, for the rule that writes the file.
 def genome_fasta():
     return R("data/genome.fa")
 
 
-def task_table(split):
-    return R(f"data/tasks/{{task}}/{split}.tsv")
+def genome_index():
+    return R("data/genome.fa.fai")
 
 
 def barcode_table():
     return R("data/barcodes.tsv")
+
+
+def planted_motifs():
+    """The simulator's planted motifs (motif_id, consensus, ...)."""
+    return R("data/motifs.tsv")
 
 
 def known_motifs():
@@ -67,14 +84,7 @@ def known_motifs():
     source = config["npmi"]["motifs"]
     if source == "jaspar":
         return []
-    if source == "planted":
-        if DATA.genome is not None:
-            raise WorkflowError(
-                "Invalid configuration: config key 'npmi.motifs': 'planted' needs the simulated "
-                "genome; use 'jaspar' or the path of a motif TSV (motif_id, consensus)"
-            )
-        return [R("data/motifs.tsv")]
-    return [source]
+    return [planted_motifs()] if source == "planted" else [source]
 
 
 def DL(path):
@@ -96,6 +106,30 @@ def task_sources(wildcards):
     return {role: source_file(DATA.tasks[wildcards.task][role]) for role in ("train", "test")}
 
 
+# ---------------------------------------------------------------- derived files
+def corpus_file(corpus="{corpus}"):
+    """Training windows of a corpus (genome or barcodes) as base codes."""
+    return R(f"corpus/{corpus}.npz")
+
+
+def kmer_counts(corpus="{corpus}"):
+    """Exact n-gram counts (n = 1..kmers.k_max) of a corpus: the whole genome or the barcode corpus."""
+    return R(f"kmers/{corpus}/counts.npz")
+
+
+def npmi_file(corpus="{corpus}"):
+    """NPMI of every n-gram of a corpus (kmer, n, count, log_p, pmi, npmi, rank)."""
+    return R(f"npmi/{corpus}.tsv")
+
+
+def model_dir(model="{model}"):
+    return R(f"models/{model}")
+
+
+def embeddings_file(model="{model}", dataset="{dataset}"):
+    return R(f"embeddings/{model}/{dataset}.npz")
+
+
 # ---------------------------------------------------------------- input functions
 def model_settings(wildcards):
     """Explicit, fully resolved settings of one model (reaches the rule via params)."""
@@ -103,13 +137,11 @@ def model_settings(wildcards):
 
 
 def pretrain_inputs(wildcards):
-    """The model's corpus and, for genemask masking, the NPMI table of that same corpus:
-    the genome's (npmi/npmi.tsv) or the barcode corpus's (npmi/barcodes/npmi.tsv)."""
+    """The model's corpus and, for genemask masking, the NPMI table of that same corpus."""
     settings = MODEL_SETTINGS[wildcards.model]
-    inputs = {"corpus": R(f"corpus/{settings['corpus']}.npz")}
+    inputs = {"corpus": corpus_file(settings["corpus"])}
     if settings["masking"] == "genemask":
-        corpus = settings["corpus"]
-        inputs["npmi"] = R("npmi/npmi.tsv") if corpus == "genome" else R(f"npmi/{corpus}/npmi.tsv")
+        inputs["npmi"] = npmi_file(settings["corpus"])
     return inputs
 
 
@@ -122,14 +154,9 @@ def embed_inputs(wildcards):
     if wildcards.dataset == "barcodes":
         inputs = {"sequences": [barcode_table()]}
     else:
-        inputs = {
-            "sequences": [
-                R(f"data/tasks/{wildcards.dataset}/train.tsv"),
-                R(f"data/tasks/{wildcards.dataset}/test.tsv"),
-            ]
-        }
+        inputs = {"sequences": [task_file("train", wildcards.dataset), task_file("test", wildcards.dataset)]}
     if wildcards.model != BASELINE:
-        inputs["model"] = R(f"models/{wildcards.model}")
+        inputs["model"] = model_dir(wildcards.model)
     return inputs
 
 
@@ -159,11 +186,11 @@ def finetunes(wildcards):
 
 def fewshot_inputs(wildcards):
     """Task tables plus frozen embeddings (probe) or the saved model (fine-tuning)."""
-    inputs = {"train": R(f"data/tasks/{wildcards.task}/train.tsv"), "test": R(f"data/tasks/{wildcards.task}/test.tsv")}
+    inputs = {"train": task_file("train", wildcards.task), "test": task_file("test", wildcards.task)}
     if finetunes(wildcards):
-        inputs["model"] = R(f"models/{wildcards.model}")
+        inputs["model"] = model_dir(wildcards.model)
     else:
-        inputs["embeddings"] = R(f"embeddings/{wildcards.model}/{wildcards.task}.npz")
+        inputs["embeddings"] = embeddings_file(wildcards.model, wildcards.task)
     return inputs
 
 

@@ -30,6 +30,14 @@ rule download:
         R("logs/download/{download}.log"),
     benchmark:
         R("benchmarks/download/{download}.tsv")
+    wildcard_constraints:
+        download=_alternatives(DATA.downloads),
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
     params:
         url=lambda wildcards: DATA.downloads[wildcards.download].url,
         checksums=lambda wildcards: DATA.downloads[wildcards.download].checksums,
@@ -38,14 +46,6 @@ rule download:
         timeout=config["data"]["download"]["timeout"],
         allow_unverified=config["data"]["download"]["allow_unverified"],
         config_key=lambda wildcards: DATA.downloads[wildcards.download].config_key,
-    wildcard_constraints:
-        download=_alternatives(DATA.downloads),
-    localrule: True
-    threads: 1
-    resources:
-        mem_mb=500,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/download.py"
 
@@ -59,17 +59,17 @@ rule extract_member:
         R("logs/extract_member/{extracted}.log"),
     benchmark:
         R("benchmarks/extract_member/{extracted}.tsv")
+    wildcard_constraints:
+        extracted=_alternatives(DATA.extracts),
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
     params:
         member=lambda wildcards: DATA.extracts[wildcards.extracted]["member"],
         md5=lambda wildcards: DATA.extracts[wildcards.extracted]["md5"],
         archive_checksums=lambda wildcards: local_checksums(DATA.barcodes),
-    wildcard_constraints:
-        extracted=_alternatives(DATA.extracts),
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/download_extract.py"
 
@@ -78,24 +78,24 @@ rule prepare_task:
     input:
         unpack(task_sources),
     output:
-        train=R("data/tasks/{task}/train.tsv"),
-        test=R("data/tasks/{task}/test.tsv"),
+        train=task_file("train"),
+        test=task_file("test"),
     log:
         R("logs/prepare_task/{task}.log"),
     benchmark:
         R("benchmarks/prepare_task/{task}.tsv")
+    wildcard_constraints:
+        task=_alternatives(REAL_TASKS),
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
     params:
         format=lambda wildcards: config["data"]["tasks"][wildcards.task]["format"],
         checksums=lambda wildcards: {
             role: local_checksums(DATA.tasks[wildcards.task][role]) for role in ("train", "test")
         },
-    wildcard_constraints:
-        task=_alternatives(REAL_TASKS),
-    threads: 1
-    resources:
-        mem_mb=2000,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/prepare_task.py"
 
@@ -104,15 +104,15 @@ rule index_genome:
     input:
         genome_fasta(),
     output:
-        R("data/genome.fa.fai"),
+        genome_index(),
     log:
         R("logs/index_genome.log"),
     benchmark:
         R("benchmarks/index_genome.tsv")
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/index_genome.py"

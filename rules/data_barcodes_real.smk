@@ -10,11 +10,16 @@ rule prepare_barcodes:
     input:
         DATA.barcodes_input(),
     output:
-        R("data/barcodes.tsv"),
+        barcode_table(),
     log:
         R("logs/prepare_barcodes.log"),
     benchmark:
         R("benchmarks/prepare_barcodes.tsv")
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input: max(2000, int(8 * input.size_mb)),
     params:
         layout=config["data"]["barcodes"]["layout"],
         marker=config["data"]["barcodes"]["marker"],
@@ -22,10 +27,5 @@ rule prepare_barcodes:
         splits=config["data"]["barcodes"]["splits"],
         seed=BARCODE_SPLIT_SEED,
         checksums={} if DATA.barcodes_member else local_checksums(DATA.barcodes),
-    threads: 1
-    resources:
-        mem_mb=lambda wildcards, input: max(2000, int(8 * input.size_mb)),
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/prepare_barcodes.py"

@@ -6,18 +6,18 @@ rule prepare_genome:
     input:
         source_file(DATA.genome),
     output:
-        R("data/genome.fa"),
+        genome_fasta(),
     log:
         R("logs/prepare_genome.log"),
     benchmark:
         R("benchmarks/prepare_genome.tsv")
-    params:
-        contigs=config["data"]["genome"]["contigs"],
-        checksums=local_checksums(DATA.genome),
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        "../envs/data.yaml"
+    params:
+        contigs=config["data"]["genome"]["contigs"],
+        checksums=local_checksums(DATA.genome),
     script:
         "../scripts/prepare_genome.py"

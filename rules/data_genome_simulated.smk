@@ -3,22 +3,22 @@
 
 rule simulate_genome:
     output:
-        genome=R("data/genome.fa"),
-        motifs=R("data/motifs.tsv"),
+        genome=genome_fasta(),
+        motifs=planted_motifs(),
         instances=R("data/motif_instances.tsv"),
-        tasks=expand(R("data/tasks/{task}/{split}.tsv"), task=SIM_TASKS, split=["train", "test"]),
+        tasks=[task_file(split, task) for task in SIM_TASKS for split in ("train", "test")],
     log:
         R("logs/simulate_genome.log"),
     benchmark:
         R("benchmarks/simulate_genome.tsv")
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
     params:
         genome=config["data"]["genome"]["simulate"],
         seed=config["seed"],
         outdir=lambda wildcards, output: str(Path(output.genome).parent),
-    threads: 1
-    resources:
-        mem_mb=2000,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/simulate_genome.py"

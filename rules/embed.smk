@@ -6,19 +6,19 @@ rule embed:
     input:
         unpack(embed_inputs),
     output:
-        R("embeddings/{model}/{dataset}.npz"),
+        embeddings_file(),
     log:
         R("logs/embed/{model}/{dataset}.log"),
     benchmark:
         R("benchmarks/embed/{model}/{dataset}.tsv")
-    params:
-        settings=embed_params,
+    conda:
+        "../envs/pretrain.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         # one GPU for a model trained on GPUs (see profiles/default), none for the k-mer baseline
         gpu=lambda wildcards: min(1, MODEL_SETTINGS.get(wildcards.model, {}).get("gpus", 0)),
-    conda:
-        "../envs/pretrain.yaml"
+    params:
+        settings=embed_params,
     script:
         "../scripts/embed.py"

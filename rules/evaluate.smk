@@ -32,7 +32,7 @@ rule fewshot:
 
 rule taxonomy:
     input:
-        embeddings=R("embeddings/{model}/barcodes.npz"),
+        embeddings=embeddings_file(dataset="barcodes"),
         barcodes=barcode_table(),
     output:
         metrics=R("eval/taxonomy/{model}.tsv"),
@@ -63,7 +63,7 @@ rule taxonomy:
 
 rule clustering:
     input:
-        embeddings=R("embeddings/{model}/barcodes.npz"),
+        embeddings=embeddings_file(dataset="barcodes"),
         barcodes=barcode_table(),
     output:
         R("eval/clustering/{model}.tsv"),
@@ -89,8 +89,8 @@ rule clustering:
 
 rule probing:
     input:
-        embeddings=R("embeddings/{model}/{task}.npz"),
-        test=R("data/tasks/{task}/test.tsv"),
+        embeddings=embeddings_file(dataset="{task}"),
+        test=task_file("test"),
         motifs=known_motifs(),
     output:
         R("eval/probing/{model}/{task}.tsv"),

@@ -150,7 +150,7 @@ rule plot_bias:
 
 rule plot_embedding_map:
     input:
-        embeddings=expand(R("embeddings/{model}/barcodes.npz"), model=report_models()),
+        embeddings=[embeddings_file(model, "barcodes") for model in report_models()],
         barcodes=barcode_table(),
     output:
         report(

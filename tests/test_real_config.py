@@ -232,6 +232,7 @@ def test_data_rules_download_check_and_convert_real_inputs(tmp_path, file_server
         "tasks": {"kmer-task": {"format": "genemask", "train": {"url": f"{url}/train.tsv"}, "test": {"path": str(tmp_path / "test.tsv"), "md5": _md5(tmp_path / "test.tsv")}}},
     }
     cfg["evaluation"]["fewshot"]["tasks"] = ["kmer-task"]
+    cfg["evaluation"]["fewshot"]["shots"] = [1, 2]  # the train file holds 2 examples per class
     cfg["npmi"]["motifs"] = "jaspar"  # a real genome has no planted motifs
     work = tmp_path / "work"
     work.mkdir()
@@ -260,3 +261,22 @@ def test_data_rules_download_check_and_convert_real_inputs(tmp_path, file_server
     log = (work / "results/logs/download/genome/genome.fa.gz.log").read_text()
     assert "md5 mismatch: expected 00000000000000000000000000000000" in log and f"{url}/genome.fa.gz" in log
     assert not (work / "downloads2/genome").exists() or list((work / "downloads2/genome").iterdir()) == []
+
+    # a downloaded task whose pool is too small for the shots: nothing to count before the
+    # download, so its conversion job fails, naming the key and the task, and writes no table
+    small = copy.deepcopy(cfg)
+    small["data"]["download"]["dir"] = "downloads3"
+    small["data"]["tasks"] = {"small-task": {"train": {"url": f"{url}/train.tsv"}, "test": cfg["data"]["tasks"]["kmer-task"]["test"]}}
+    small["evaluation"]["fewshot"].update(tasks=["small-task"], shots=[1, 3])
+    (work / "small.yaml").write_text(yaml.safe_dump(small))
+    target = "results/data/tasks/small-task/train.tsv"
+    proc = snakemake(work, "--configfile", str(work / "small.yaml"), "--cores", "1", target, check=False)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    log = (work / "results/logs/prepare_task/small-task.log").read_text()
+    assert "config key 'evaluation.fewshot.shots': K = [3]" in log and "'small-task'" in log, log[-2000:]
+    assert not (work / target).exists()
+    # once the file is on disk, the next run reports it before any job runs
+    proc = snakemake(work, "--configfile", str(work / "small.yaml"), "--cores", "1", target, check=False)
+    out = proc.stdout + proc.stderr
+    assert "Invalid configuration: config key 'evaluation.fewshot.shots': K = [3]" in out, out[-3000:]
+    assert "Building DAG of jobs" not in out

@@ -14,8 +14,8 @@ RULE_FILES = sorted((ROOT / "rules").glob("*.smk"))
 HEAVY = {
     "download", "extract_member", "simulate_genome", "simulate_barcodes", "prepare_genome",
     "prepare_barcodes", "prepare_task", "plan_kmer_shards", "count_kmers", "merge_kmers",
-    "npmi_table", "genome_corpus", "barcode_corpus", "pretrain", "embed", "fewshot", "taxonomy",
-    "clustering", "probing", "plot_embedding_map",
+    "count_barcode_kmers", "npmi_table", "genome_corpus", "barcode_corpus", "pretrain", "embed", "fewshot",
+    "taxonomy", "clustering", "probing", "plot_embedding_map",
 }
 
 
@@ -68,9 +68,29 @@ def test_rule_has_required_directives(path, name, body):
     assert script, f"rule {name} should run a script"
     script_path = (path.parent / script.strip("\"'")).resolve()
     assert script_path.exists(), f"rule {name}: script {script_path} missing"
-    lines = [l for l in script_path.read_text().splitlines() if l.strip() and not l.strip().startswith("#")]
+    lines = [ln for ln in script_path.read_text().splitlines() if ln.strip() and not ln.strip().startswith("#")]
     assert len(lines) < 45, f"rule script {script_path.name} is not thin ({len(lines)} lines); move logic to dnalm/"
     assert "snakemake.log[0]" in script_path.read_text(), f"{script_path.name} does not log to snakemake.log[0]"
+
+
+@pytest.mark.parametrize("path,name,body", rule_blocks(), ids=[name for _, name, _ in rule_blocks()])
+def test_log_and_benchmark_are_named_after_the_rule(path, name, body):
+    """One scheme everywhere: logs/<rule>[/<wildcard>...].log and the same for benchmarks/
+    (Snakemake itself checks that they hold the output's wildcards)."""
+    log = directive(body, "log")
+    m = re.fullmatch(rf'R\("logs/{name}((?:/\{{\w+\}})*)\.log"\)', log)
+    assert m, f"{path.name}: rule {name} logs to {log}; expected R(\"logs/{name}[/{{wildcard}}...].log\")"
+    benchmark = directive(body, "benchmark")
+    if benchmark is not None:
+        assert benchmark == f'R("benchmarks/{name}{m.group(1)}.tsv")', f"rule {name}: benchmark {benchmark}"
+
+
+def test_workflow_files_are_found_relative_to_the_workflow():
+    """Module reuse: nothing resolves the workflow's own files from the including workflow's
+    folder (workflow.basedir); rules/common.smk uses workflow.current_basedir."""
+    for path in [ROOT / "Snakefile", *RULE_FILES]:
+        assert "workflow.basedir" not in path.read_text(), f"{path.name} uses workflow.basedir"
+    assert "workflow.current_basedir" in (ROOT / "rules" / "common.smk").read_text()
 
 
 @pytest.mark.parametrize("env", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)
@@ -99,7 +119,8 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make demo" in readme
-    assert [l for l in ci.splitlines() if l and not l.startswith("#") and not l.startswith("set ") and not l.startswith("cd ")] == ["make test"]
+    commands = [ln for ln in ci.splitlines() if ln and not ln.startswith(("#", "set ", "cd "))]
+    assert commands == ["make test"]
 
 
 def test_sysdeps_installs_the_others_when_one_package_is_unavailable(tmp_path):

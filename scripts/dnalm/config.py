@@ -1,14 +1,21 @@
-"""Config validation (JSON schema with defaults) and model-preset resolution.
+"""Config validation (JSON schema with defaults), checks across keys, and model presets.
 
-``rules/common.smk`` calls :func:`validate_config` before any job is scheduled, so a bad
-config fails at once with a message that names the offending key, and
-:func:`resolve_model` to turn one ``models:`` entry into the explicit training config that
-reaches the pretraining rule through ``params:``.
+``rules/common.smk`` calls :func:`validate_config` (schema, defaults, checks across keys),
+:func:`resolve_model` (one ``models:`` entry as the explicit training config that reaches
+the pretraining rule through ``params:``) and :func:`check_inputs` (what the data sources
+can deliver: split names, few-shot pools, local files) before any job is scheduled, so a
+bad config fails at once with a message that names the offending key.
 """
 
 from __future__ import annotations
 
 import copy
+import csv
+import functools
+import gzip
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import jsonschema
@@ -50,6 +57,20 @@ PRESETS: dict[str, dict] = {
 #: Keys of a resolved model entry that are not training-loop settings.
 MODEL_ONLY_KEYS = ("preset", "corpus", "threads", "gpus", "nodes")
 
+#: Split names a real barcode table may carry (BIOSCAN-5M's published splits).
+
+#: Config keys that name barcode splits (each a string or a list of strings).
+SPLIT_KEYS = (
+    "evaluation.taxonomy.closed_train",
+    "evaluation.taxonomy.closed_test",
+    "evaluation.taxonomy.open_reference",
+    "evaluation.taxonomy.open_query",
+    "evaluation.clustering.split",
+    "report.embedding_map.split",
+    "embedding.barcode_splits",
+    "corpus.barcodes.splits",
+)
+
 
 class ConfigError(ValueError):
     """The config does not match the schema; the message names the key."""
@@ -74,13 +95,85 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+def _yaml_number(text: str, integer: bool) -> str | None:
+    """How to write the number that ``text`` spells so that YAML reads a number, or None
+    when ``text`` is no number. PyYAML (YAML 1.1) reads ``1e-3`` as a string: a float
+    needs a decimal point and, in exponent form, a signed exponent (``1.0e-3``)."""
+    try:
+        value = float(text.strip().replace("_", ""))
+    except ValueError:
+        return None
+    if not math.isfinite(value):
+        return None
+    if integer and value.is_integer():
+        return str(int(value))
+    if "e" not in text.lower():
+        return repr(value)
+    mantissa, exponent = f"{value:e}".split("e")
+    mantissa = mantissa.rstrip("0")
+    return f"{mantissa}0e{int(exponent):+d}" if mantissa.endswith(".") else f"{mantissa}e{int(exponent):+d}"
+
+
+def _type_hint(err) -> str:
+    """For a number-typed key given a string that spells a number: how to write it."""
+    expected = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+    if not isinstance(err.instance, str) or not {"number", "integer"} & set(expected):
+        return ""
+    return _number_advice(err.instance, integer="number" not in expected)
+
+
+def _number_advice(text: str, integer: bool) -> str:
+    """'; YAML read ... write ...' for text that spells a number, else ''."""
+    spelled = _yaml_number(text, integer)
+    if spelled is None:
+        return ""
+    if "e" not in text.lower():
+        why = "without quotes"
+    elif integer:
+        why = "an integer written out; YAML reads 1e3 as text"
+    else:
+        why = "YAML needs a decimal point and a signed exponent, e.g. 1.0e-3, not 1e-3"
+    return f"; YAML read {text!r} as text, not a number: write {spelled} ({why})"
+
+
+def _get(config: dict, dotted: str):
+    value = config
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _check_across_keys(config: dict) -> None:
+    """Checks the schema cannot express: keys that constrain each other."""
+    genome = _get(config, "corpus.genome") or {}
+    if genome.get("min_len", 0) > genome.get("max_len", math.inf):
+        raise ConfigError(
+            f"config key 'corpus.genome.min_len': {genome['min_len']} is larger than corpus.genome.max_len "
+            f"({genome['max_len']}); training windows are drawn with lengths min_len..max_len"
+        )
+    motif_k, k_max = _get(config, "npmi.motif_k"), _get(config, "kmers.k_max")
+    if motif_k is not None and k_max is not None and motif_k > k_max:
+        raise ConfigError(
+            f"config key 'npmi.motif_k': {motif_k} is larger than kmers.k_max ({k_max}), so the NPMI table has "
+            f"no {motif_k}-mers to compare with the known motifs; lower npmi.motif_k or raise kmers.k_max"
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_schema(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
 def validate_config(config: dict, schema_path: str | Path) -> dict:
-    """Validate ``config`` in place against the YAML/JSON schema, filling defaults.
+    """Validate ``config`` in place against the YAML/JSON schema, filling defaults, then
+    check the keys that constrain each other.
 
     Raises :class:`ConfigError` naming the dotted key of the first error, e.g.
     ``config key 'kmers.k_max': 'six' is not of type 'integer'``.
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = _load_schema(str(schema_path))
     Validator = _with_defaults(jsonschema.Draft202012Validator)
     errors = sorted(Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -91,6 +184,8 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
             msg = f"unknown key(s): {msg}"
         if err.validator == "enum" and err.absolute_path and "preset" in str(err.absolute_path[-1]):
             msg = f"unknown model preset {err.instance!r}; known presets: {sorted(PRESETS)}"
+        if err.validator == "type":
+            msg += _type_hint(err)
         raise ConfigError(f"config key '{key}': {msg}")
     for name in config.get("models", {}):
         if name == BASELINE:
@@ -101,6 +196,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
                 f"config key 'report.models': unknown model name {name!r}; defined models: "
                 f"{sorted(config.get('models', {}))} (plus {BASELINE!r})"
             )
+    _check_across_keys(config)
     return config
 
 
@@ -126,7 +222,9 @@ def resolve_model(config: dict, name: str) -> dict:
     entry = config["models"][name] or {}
     preset = entry.get("preset")
     if preset is not None and preset not in PRESETS:
-        raise ConfigError(f"config key 'models.{name}.preset': unknown model preset {preset!r}; known presets: {sorted(PRESETS)}")
+        raise ConfigError(
+            f"config key 'models.{name}.preset': unknown model preset {preset!r}; known presets: {sorted(PRESETS)}"
+        )
     resolved = deep_merge(config.get("training", {}), PRESETS.get(preset, {}))
     resolved = deep_merge(resolved, {k: v for k, v in entry.items() if k != "preset"})
     resolved.setdefault("seed", config.get("seed", 0))
@@ -134,7 +232,53 @@ def resolve_model(config: dict, name: str) -> dict:
         if key not in resolved:
             raise ConfigError(f"config key 'models.{name}.{key}': required (set it or choose a preset)")
     _check_device(config, name, entry, resolved)
+    _check_sizes(name, entry, resolved)
+    _check_token_k(config, name, entry, resolved)
     return resolved
+
+
+def _source_key(name: str, entry: dict, key: str, subkeys=()) -> str:
+    """The config key a resolved setting came from: the model entry's or ``training.<key>``
+    (presets set no sizes, k only with the preset itself)."""
+    own = entry.get(key)
+    if own is not None and (not subkeys or (isinstance(own, dict) and set(subkeys) & set(own))):
+        return f"models.{name}.{key}"
+    return f"training.{key}"
+
+
+def _check_sizes(name: str, entry: dict, resolved: dict) -> None:
+    """Each transformer needs ``layers``, ``hidden`` and ``heads``, with ``hidden`` a
+    multiple of ``heads`` (the decoder only counts for the masked autoencoder)."""
+    subs = ("size", "decoder_size") if resolved.get("architecture") == "mae" else ("size",)
+    for sub in subs:
+        size = resolved.get(sub)
+        if size is None:  # dnalm.train.TrainConfig's default size
+            continue
+        missing = sorted({"layers", "hidden", "heads"} - set(size))
+        if missing:
+            raise ConfigError(
+                f"config key '{_source_key(name, entry, sub)}': model {name!r} lacks {missing} in its {sub} "
+                f"(merged from training.{sub} and models.{name}.{sub}: {size})"
+            )
+        hidden, heads = size["hidden"], size["heads"]
+        if hidden % heads:
+            key = _source_key(name, entry, sub, ("hidden", "heads"))
+            raise ConfigError(
+                f"config key '{key}': hidden {hidden} is not a multiple of heads {heads} for model {name!r} "
+                f"(each attention head gets hidden / heads dimensions); e.g. hidden "
+                f"{max(1, round(hidden / heads)) * heads} or a heads that divides {hidden}"
+            )
+
+
+def _check_token_k(config: dict, name: str, entry: dict, resolved: dict) -> None:
+    """GeneMask masking ranks the model's k-mers by NPMI: the table must hold them."""
+    k_max = _get(config, "kmers.k_max")
+    if resolved.get("masking") == "genemask" and k_max is not None and resolved["k"] > k_max:
+        key = f"models.{name}.k" if "k" in entry else (f"models.{name}.preset" if "preset" in entry else "training.k")
+        raise ConfigError(
+            f"config key '{key}': model {name!r} masks {resolved['k']}-mer tokens by NPMI, but kmers.k_max is "
+            f"{k_max}, so the NPMI table has no {resolved['k']}-mers; raise kmers.k_max to {resolved['k']}"
+        )
 
 
 def _check_device(config: dict, name: str, entry: dict, resolved: dict) -> None:
@@ -155,3 +299,179 @@ def _check_device(config: dict, name: str, entry: dict, resolved: dict) -> None:
 def train_settings(resolved: dict) -> dict:
     """The part of a resolved model entry that ``TrainConfig.from_dict`` takes."""
     return {k: v for k, v in resolved.items() if k not in MODEL_ONLY_KEYS}
+
+
+# --------------------------------------------------------------------------- what the inputs can deliver
+
+
+def check_inputs(
+    config: dict,
+    plan,
+    genome_defaults: Mapping,
+    barcode_defaults: Mapping,
+    prepared_task: Callable[[str], str] | None = None,
+) -> None:
+    """Checks of a validated config against its data sources, before any job runs.
+
+    ``plan`` is the :class:`dnalm.sources.DataPlan` of the config; ``genome_defaults`` /
+    ``barcode_defaults`` the simulator defaults (``dnalm.simulate.defaults``);
+    ``prepared_task(task)`` the path of a task's converted train table (read when the
+    task's own file is not on disk yet, e.g. a download). Checks: numbers in the simulation
+    overrides, local files, the motif source, the barcode split names every key asks for,
+    and the few-shot pool of every task (two classes or more, K x shots_scale examples of
+    each). Raises :class:`ConfigError` naming the key.
+    """
+    for name, defaults in (("genome", genome_defaults), ("barcodes", barcode_defaults)):
+        overrides = _get(config, f"data.{name}.simulate") or {}
+        _check_numbers(overrides, defaults, f"data.{name}.simulate")
+    _check_local_files(config, plan)
+    if config["npmi"]["motifs"] == "planted" and plan.genome is not None:
+        raise ConfigError(
+            "config key 'npmi.motifs': 'planted' needs the simulated genome; use 'jaspar' or the path of a "
+            "motif TSV (motif_id, consensus)"
+        )
+    _check_barcode_splits(config, plan)
+    fewshot = config["evaluation"]["fewshot"]
+    for task in fewshot["tasks"]:
+        if task in plan.simulated_tasks:
+            per_class = _simulation(genome_defaults, _get(config, "data.genome.simulate"))["train_per_class"]
+            source = "the simulated task"
+            check_fewshot_pool(task, int(per_class), fewshot, source, "data.genome.simulate.train_per_class")
+            continue
+        candidates = [plan.local(plan.tasks[task]["train"])] if task in plan.tasks else []
+        if prepared_task is not None:
+            candidates.append(prepared_task(task))
+        for path in candidates:
+            counts = task_label_counts(path)
+            if counts is not None:
+                check_fewshot_pool(task, counts, fewshot, f"its train file {path}", f"data.tasks.{task}.train")
+                break
+
+
+def _simulation(defaults: Mapping, overrides: Mapping | None) -> dict:
+    """Simulator parameters: ``defaults`` overridden key by key (mappings one level deep),
+    as ``dnalm.simulate`` merges them."""
+    out = copy.deepcopy(dict(defaults))
+    for key, value in (overrides or {}).items():
+        if isinstance(out.get(key), dict) and isinstance(value, Mapping):
+            out[key].update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_numbers(value, default, key: str) -> None:
+    """A simulation override given as text where the default is a number (``1e-3``)."""
+    if isinstance(value, Mapping) and isinstance(default, Mapping):
+        for sub, v in value.items():
+            if sub in default:
+                _check_numbers(v, default[sub], f"{key}.{sub}")
+    elif isinstance(value, list) and isinstance(default, list) and default:
+        for i, v in enumerate(value):
+            _check_numbers(v, default[min(i, len(default) - 1)], f"{key}.{i}")
+    elif _is_number(default) and isinstance(value, str):
+        advice = _number_advice(value, integer=isinstance(default, int))
+        raise ConfigError(f"config key '{key}': {value!r} is not a number{advice}")
+
+
+def _check_local_files(config: dict, plan) -> None:
+    """Every local input named in the config exists (relative paths: the working directory)."""
+    files = []
+    for name, source in (("genome", plan.genome), ("barcodes", plan.barcodes)):
+        if source is not None and not source.is_download:
+            files.append((f"data.{name}.path", source.path))
+    for task, roles in plan.tasks.items():
+        for role, source in roles.items():
+            if not source.is_download:
+                files.append((f"data.tasks.{task}.{role}.path", source.path))
+    if config["npmi"]["motifs"] not in ("planted", "jaspar"):
+        files.append(("npmi.motifs", config["npmi"]["motifs"]))
+    for key, path in files:
+        if not Path(path).is_file():
+            where = "" if Path(path).is_absolute() else f" (relative to the working directory {Path.cwd()})"
+            raise ConfigError(f"config key '{key}': file {path!r} does not exist{where}")
+
+
+def _barcode_splits_possible(config: dict, plan) -> tuple[set, str]:
+    """The split names the barcode table can hold, and where they come from."""
+    if plan.barcodes is None:
+        return set(plan.barcode_splits), "the simulated barcodes (data.barcodes.simulate: split_seen, split_unseen, unseen_fraction)"
+    splits = config["data"]["barcodes"]["splits"]
+    if splits["rebuild"]:
+        built = {"pretrain", "other_heldout"} | {n for n, f in splits["seen"].items() if f > 0}
+        if splits["unseen_fraction"] > 0:
+            built |= {n for n, f in splits["unseen"].items() if f > 0}
+        return built, "the splits built for the barcode table (data.barcodes.splits: seen, unseen, unseen_fraction)"
+    return set(plan.barcode_splits), "a barcode table (BIOSCAN-5M's split names, or splits built by data.barcodes.splits)"
+
+
+def _check_barcode_splits(config: dict, plan) -> None:
+    possible, source = _barcode_splits_possible(config, plan)
+    for key in SPLIT_KEYS:
+        value = _get(config, key)
+        if key == "corpus.barcodes.splits" and value == "auto":
+            continue  # dnalm.corpus picks among the training splits
+        for name in [value] if isinstance(value, str) else value or []:
+            if name not in possible:
+                raise ConfigError(
+                    f"config key '{key}': split {name!r} cannot occur in {source}; its splits: {sorted(possible)}"
+                )
+
+
+def task_label_counts(path, max_bytes: int = 200_000_000) -> Counter | None:
+    """Rows per value of the ``label`` column of a task file (GeneMask or plain, tab- or
+    comma-separated, optionally gzipped); None when the file is missing, larger than
+    ``max_bytes`` or not a readable table (the conversion job then reports it)."""
+    path = Path(path)
+    try:
+        if not path.is_file() or path.stat().st_size > max_bytes:
+            return None
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:
+            first = fh.readline()
+            delimiter = "\t" if "\t" in first else ","
+            header = [h.strip() for h in next(csv.reader([first], delimiter=delimiter), [])]
+            if "label" not in header:
+                return None
+            col = header.index("label")
+            return Counter(
+                row[col].strip() for row in csv.reader(fh, delimiter=delimiter) if len(row) > col and row[col].strip()
+            )
+    except (OSError, UnicodeDecodeError, EOFError, csv.Error):
+        return None
+
+
+def check_fewshot_pool(task: str, class_counts, fewshot: Mapping, source: str, pool_key: str) -> None:
+    """A few-shot task needs two classes or more and, for every K of ``fewshot['shots']``,
+    K x shots_scale examples of each class in its train pool. ``class_counts``: examples
+    per class of ``source`` (a mapping), or one int when every class has that many (the
+    simulated tasks); ``pool_key`` names where the pool is configured. Tasks that are not
+    in ``fewshot['tasks']`` are not checked."""
+    if task not in fewshot["tasks"]:
+        return
+    if isinstance(class_counts, Mapping):
+        counts = {str(k): int(v) for k, v in class_counts.items()}
+        if len(counts) < 2:
+            only = f" (only {next(iter(counts))!r})" if counts else ""
+            raise ConfigError(
+                f"config key '{pool_key}': task {task!r} has {len(counts)} class{only} in {source}; few-shot "
+                "probes and probing need at least two classes"
+            )
+        label = min(counts, key=counts.get)
+        smallest, which = counts[label], f" examples of class {label!r}"
+    else:
+        smallest, which = int(class_counts), " examples per class"
+    scale = int(fewshot.get("shots_scale", {}).get(task, 1))
+    too_many = [k for k in fewshot["shots"] if k * scale > smallest]
+    if too_many:
+        fitting = [k for k in fewshot["shots"] if k * scale <= smallest]
+        drawn = f" (x shots_scale {scale}: {[k * scale for k in too_many]})" if scale != 1 else ""
+        raise ConfigError(
+            f"config key 'evaluation.fewshot.shots': K = {too_many}{drawn} examples per class for task {task!r}, but "
+            f"its train pool has only {smallest}{which} in {source}; use shots that fit ({fitting or 'none'}) or a "
+            f"larger pool ({pool_key})"
+        )

@@ -219,16 +219,6 @@ def plan(config: dict, genome_defaults: dict | None = None, barcode_defaults: di
         simulated_tasks=simulated_tasks,
         barcode_simulation=dict(barcode_cfg.get("simulate") or {}),
     )
-    corpus_splits = config.get("corpus", {}).get("barcodes", {}).get("splits", "auto")
-    if corpus_splits != "auto":
-        possible = result.barcode_splits
-        unknown = [s for s in corpus_splits if s not in possible]
-        if unknown:
-            source = "the simulated barcodes" if barcodes is None else "a barcode table (BIOSCAN-5M's split names)"
-            raise ConfigError(
-                f"config key 'corpus.barcodes.splits': {unknown} can never hold barcodes; {source} can have "
-                f"{list(possible)} (or use auto)"
-            )
     wanted = config.get("evaluation", {}).get("fewshot", {}).get("tasks", [])
     for task in wanted:
         if task not in result.all_tasks:
