@@ -162,7 +162,7 @@ def test_calibration_picks_float32_when_int8_is_slow(monkeypatch):
     """A CPU without int8 dot-product units (torch._int_mm ~50x slower than float32): the
     measured int8 kernel is slow, so "auto" searches in float32, with the same answers."""
     calls = []
-    _slowed(monkeypatch, "_int8_product", 0.2, calls)
+    _slowed(monkeypatch, "_int8_product", 0.5, calls)
     ref, query = _anisotropic(21)
     monkeypatch.setattr(nb, "INT8_MIN_WORK", 0)
     stats = {}
@@ -170,7 +170,7 @@ def test_calibration_picks_float32_when_int8_is_slow(monkeypatch):
     cal = stats["calibration"]
     assert stats["method"] == "float32" and cal["method"] == "float32"
     assert cal["speedup"] < 1 and cal["int8_s"] > cal["float32_s"]
-    assert calls.count("_int8_product") <= 2 * 2  # two rounds of two workers: timed twice at most
+    assert calls.count("_int8_product") == 2  # one round of two workers: clearly slow, not timed again
     np.testing.assert_array_equal(got, _brute_nn(ref, query))
     # the int8 path, run explicitly (at its real speed), gives the identical neighbours
     monkeypatch.undo()

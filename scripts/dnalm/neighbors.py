@@ -19,9 +19,12 @@ _log = logging.getLogger("dnalm.neighbors")
 #: considers the int8 screen (it calibrates the kernels first, :func:`calibrate`)
 INT8_MIN_WORK = 5e10
 #: the int8 screen is chosen when :func:`calibrate` measures a reference block at least this
-#: many times cheaper than with float32 (its preparation and exact re-scoring cost the rest)
-INT8_MIN_SPEEDUP = 2.0
-CALIBRATION_BLOCK = 1024  # rows of queries and references per calibration product
+#: many times cheaper than with float32: its preparation and exact re-scoring cost the rest
+#: (at BIOSCAN-5M scale a 3.8x cheaper block gave a 2.7x faster search, BENCHMARKS.md)
+INT8_MIN_SPEEDUP = 1.5
+#: rows of queries and references per calibration product: big enough that thread start-up
+#: does not swamp the int8 product (1,024-row blocks misjudged it under load)
+CALIBRATION_BLOCK = 2048
 _SLACK = 1e-5  # absolute slack on cosine similarities (float32 rounding of the split rows)
 _CALIBRATION: dict[tuple[int, int, int], dict] = {}  # calibrate()'s results in this process
 
@@ -68,11 +71,13 @@ def calibrate(dim: int, threads: int, block: int = CALIBRATION_BLOCK, repeats: i
     ``threads`` threads; ``product_s`` is the wall time of such a round over ``threads``)
     plus the screen of its result (``screen_s``). ``speedup`` is their ratio and ``method``
     the faster path: ``"int8"`` only when ``speedup`` reaches :data:`INT8_MIN_SPEEDUP`.
-    Best of ``repeats`` after one warm-up (the minimum is robust to other jobs on the
-    cores); an int8 round slower than the float32 block is timed twice at most, so a CPU
-    without int8 dot-product units (``torch._int_mm`` then runs ~50x slower than float32)
-    costs about a second, once. A missing or failing int8 kernel gives ``int8_s`` None and
-    ``method`` ``"float32"``. Cached per ``(dim, threads, block)`` for the process.
+
+    Each side is the best of ``repeats`` timings after a warm-up (int8: the warm-up round
+    counts as one), the two timed in turn so that other jobs on the cores slow both alike. An int8 round more than 10x slower than the
+    float32 block is not timed again: a CPU without int8 dot-product units
+    (``torch._int_mm`` then runs up to ~50x slower than float32) costs one round, once. A
+    missing or failing int8 kernel gives ``int8_s`` None and ``method`` ``"float32"``.
+    Cached per ``(dim, threads, block)`` for the process.
     """
     key = (int(dim), int(threads), int(block))
     if key in _CALIBRATION:
@@ -81,9 +86,15 @@ def calibrate(dim: int, threads: int, block: int = CALIBRATION_BLOCK, repeats: i
     rng = np.random.default_rng(0)
     q = l2_normalize(rng.standard_normal((block, dim), dtype=np.float32))
     r = l2_normalize(rng.standard_normal((block, dim), dtype=np.float32))
-    _float32_block(q, r)  # warm-up
-    out = {"float32_s": _best_time(lambda: _float32_block(q, r), repeats), "int8_s": None, "product_s": None,
-           "screen_s": None, "speedup": 0.0, "method": "float32", "cpu": _cpu_capability()}
+
+    def float32():
+        return _float32_block(q, r)
+
+    float32()  # warm-up
+    f32 = [_best_time(float32, 1), _best_time(float32, 1)]
+    out = {"float32_s": None, "int8_s": None, "product_s": None, "screen_s": None, "speedup": 0.0,
+           "method": "float32", "cpu": _cpu_capability()}
+    rounds = []
     if _int8_available():
         import torch
 
@@ -93,22 +104,30 @@ def calibrate(dim: int, threads: int, block: int = CALIBRATION_BLOCK, repeats: i
         try:
             with ThreadPoolExecutor(max_workers=threads) as pool:
 
-                def round_():  # one product per worker, as the search keeps them busy
+                def int8():  # one product per worker, as the search keeps them busy
                     return list(pool.map(lambda _: _int8_product(q_int, r_int, 0, block), range(threads)))
 
                 started = time.perf_counter()
-                d = round_()[0]  # warm-up, and a first (pessimistic) time
-                first = time.perf_counter() - started
+                d = int8()[0]  # warm-up, and a first (pessimistic) time
+                rounds.append(time.perf_counter() - started)
                 thr = np.full(block, np.iinfo(np.int32).max, dtype=np.int32)  # the screen keeps few pairs
                 screen = _best_time(lambda: np.flatnonzero(d >= thr[:, None]), repeats)
-                slow = first / threads + screen >= out["float32_s"]
-                product = min(first, _best_time(round_, 1 if slow else repeats)) / threads
+                clearly_slow = rounds[0] / threads > 10 * min(f32)
+                for _ in range(repeats - 2):
+                    f32.append(_best_time(float32, 1))
+                    if not clearly_slow:
+                        rounds.append(_best_time(int8, 1))
         except (RuntimeError, TypeError, ValueError) as exc:  # no usable int8 kernel here
             _log.warning("int8 matrix product unavailable (%s); nearest neighbours use float32", exc)
-        else:
-            int8 = product + screen
-            out.update(int8_s=int8, product_s=product, screen_s=screen, speedup=out["float32_s"] / int8)
-            out["method"] = "int8" if out["speedup"] >= INT8_MIN_SPEEDUP else "float32"
+            rounds = []
+    while len(f32) < repeats:
+        f32.append(_best_time(float32, 1))
+    out["float32_s"] = min(f32)
+    if rounds:
+        product = min(rounds) / threads
+        int8 = product + screen
+        out.update(int8_s=int8, product_s=product, screen_s=screen, speedup=out["float32_s"] / int8)
+        out["method"] = "int8" if out["speedup"] >= INT8_MIN_SPEEDUP else "float32"
     _CALIBRATION[key] = out
     return out
 

@@ -226,9 +226,9 @@ def consistency(
 
     For each entry of ``label_sets`` (a label per row, missing allowed, or a list of index
     arrays of possibly overlapping groups such as "contains planted motif m"): cosine
-    similarities of same-group pairs and of random pairs of distinct rows (of the rows with
-    a label: a row whose label is missing is left out of that label set, counted in the log) (each
-    enumerated when there are at most ``max_pairs``, else sampled, seeded). Metrics:
+    similarities of same-group pairs and of random pairs of distinct rows (each enumerated
+    when there are at most ``max_pairs``, else sampled, seeded). A row whose label is
+    missing is left out of that label set, random pairs included (counted in the log). Metrics:
     ``cos_same`` and ``cos_random`` (mean cosine similarities) and ``auc``, the probability
     that a same-group pair is more similar than a random pair (ties count one half; the
     ROC AUC of the similarity as a same-group detector, 0.5 when embeddings ignore the
