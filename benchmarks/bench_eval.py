@@ -1,8 +1,8 @@
 """Benchmarks of the taxonomy protocols at BIOSCAN-5M scale.
 
 Open-world genus 1-NN (default; issue 5): 7,887 queries (test_unseen) x 289,203 references
-(train) x 768 dimensions, cosine 1-NN as ``dnalm.evaluate.open_world`` runs it (blockwise,
-bounded memory). The embeddings are synthetic but shaped like mean-pooled language-model
+(train) x 768 dimensions, cosine 1-NN as ``dnalm.evaluate.open_world`` runs it
+(``dnalm.neighbors.nearest_neighbor``: blockwise, bounded memory). The embeddings are synthetic but shaped like mean-pooled language-model
 embeddings of barcodes: a large common component (random pairs at cosine ~0.87 with the
 default seed), then genus, species and specimen offsets; queries come from species absent
 from the references, as in the open-world split.
@@ -10,19 +10,25 @@ from the references, as in the open-world split.
 Closed-world species probe (``--closed-world``): a linear probe trained on 289,203 ``train``
 barcodes of ~8,000 species (long-tailed counts, every species seen in training), scored on
 39,373 ``test`` barcodes of the same species, as ``dnalm.evaluate.closed_world`` runs it
-(``--probe torch``: :class:`dnalm.evaluate.TorchProbe`, what ``probe: auto`` picks at this
+(``--probe torch``: :class:`dnalm.probes.TorchProbe`, what ``probe: auto`` picks at this
 size; ``--probe sklearn`` for comparison at small sizes only: its lbfgs holds several
 float64 ``n x species`` arrays).
 
     .venv/bin/python benchmarks/bench_eval.py                      # full scale, method auto
     .venv/bin/python benchmarks/bench_eval.py --method float32     # the plain float32 path
     .venv/bin/python benchmarks/bench_eval.py --n-ref 20000 --n-query 1000   # quick look
+    .venv/bin/python benchmarks/bench_eval.py --compare            # float32, int8, faiss side by side
+    .venv/bin/python benchmarks/bench_eval.py --compare --n-ref 40000 --n-query 1500
     .venv/bin/python benchmarks/bench_eval.py --closed-world --epochs 2      # 2 of the 30 epochs
     .venv/bin/python benchmarks/bench_eval.py --closed-world --n-train 20000 --n-test 4000 \
         --n-species 500 --probe sklearn                                       # the reference probe
 
 Prints one line per phase and the peak resident memory; ``--check N`` compares N queries
-with a float64 brute force (not timed; open world only).
+with a float64 brute force (not timed; open world only). ``--compare`` (issue 12) runs, in one
+process on the same data: the calibration that ``method="auto"`` uses (one block each way),
+the float32 path, the int8 screen, and faiss-cpu's exact ``IndexFlatIP`` when faiss is
+installed (not a pipeline dependency), and prints each wall time, its ratio to float32 and
+whether the neighbours agree.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from dnalm import evaluate  # noqa: E402
+from dnalm import evaluate, neighbors, probes  # noqa: E402
+from dnalm.vectors import l2_normalize  # noqa: E402
 
 
 def synthetic(n_ref: int, n_query: int, dim: int, n_genera: int, seed: int):
@@ -100,16 +107,17 @@ def closed_world_bench(args) -> None:
     settings = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     t0, c0 = time.perf_counter(), time.process_time()
-    table = evaluate.closed_world(x_tr, y_tr, x_te, y_te, seed=args.seed, probe=args.probe, torch_settings=settings)
+    table = evaluate.closed_world(x_tr, y_tr, x_te, y_te, seed=args.seed, probe=args.probe, torch_settings=settings,
+                                  threads=args.threads)
     t_fit, c_fit = time.perf_counter() - t0, time.process_time() - c0
-    chosen = evaluate.choose_probe(args.n_train, args.n_species, args.probe)
+    chosen = probes.choose_probe(args.n_train, args.n_species, args.probe)
     values = dict(zip(table["metric"], table["value"]))
     where = f", {args.epochs} epochs of {args.batch_size} rows on {device}" if chosen == "torch" else ""
     print(f"closed_world (probe {args.probe} -> {chosen}{where}): {t_fit:.1f} s wall, {c_fit:.1f} s CPU; "
           f"accuracy {values['accuracy']:.3f}, macro-F1 {values['macro_f1']:.3f}")
     if chosen == "torch":
-        print(f"  per epoch: {t_fit / args.epochs:.1f} s (x {evaluate.TORCH_PROBE_DEFAULTS['epochs']} default epochs "
-              f"= {t_fit / args.epochs * evaluate.TORCH_PROBE_DEFAULTS['epochs'] / 60:.1f} min)")
+        print(f"  per epoch: {t_fit / args.epochs:.1f} s (x {probes.TORCH_PROBE_DEFAULTS['epochs']} default epochs "
+              f"= {t_fit / args.epochs * probes.TORCH_PROBE_DEFAULTS['epochs'] / 60:.1f} min)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak resident memory: {peak:.2f} GiB (before the probe: {rss0:.2f} GiB; the float32 inputs: "
           f"{(x_tr.nbytes + x_te.nbytes) / 2**30:.2f} GiB)")
@@ -125,6 +133,7 @@ def main() -> None:
     ap.add_argument("--block-size", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--check", type=int, default=200, help="queries checked against a float64 brute force")
+    ap.add_argument("--compare", action="store_true", help="float32, int8 and faiss side by side, one process")
     ap.add_argument("--seed", type=int, default=0)
     cw = ap.add_argument_group("closed world (--closed-world)")
     cw.add_argument("--closed-world", action="store_true", help="benchmark the closed-world species probe instead")
@@ -132,17 +141,17 @@ def main() -> None:
     cw.add_argument("--n-test", type=int, default=39_373)
     cw.add_argument("--n-species", type=int, default=8_000)
     cw.add_argument("--probe", default="auto", choices=["auto", "sklearn", "torch"])
-    cw.add_argument("--epochs", type=int, default=evaluate.TORCH_PROBE_DEFAULTS["epochs"])
-    cw.add_argument("--batch-size", type=int, default=evaluate.TORCH_PROBE_DEFAULTS["batch_size"])
-    cw.add_argument("--lr", type=float, default=evaluate.TORCH_PROBE_DEFAULTS["lr"])
+    cw.add_argument("--epochs", type=int, default=probes.TORCH_PROBE_DEFAULTS["epochs"])
+    cw.add_argument("--batch-size", type=int, default=probes.TORCH_PROBE_DEFAULTS["batch_size"])
+    cw.add_argument("--lr", type=float, default=probes.TORCH_PROBE_DEFAULTS["lr"])
     args = ap.parse_args()
 
-    import torch
-
-    torch.set_num_threads(args.threads)
     evaluate.limit_threads(args.threads)
     if args.closed_world:
         closed_world_bench(args)
+        return
+    if args.compare:
+        compare_bench(args)
         return
     t0 = time.perf_counter()
     ref, g_ref, query, g_query = synthetic(args.n_ref, args.n_query, args.dim, args.n_genera, args.seed)
@@ -151,7 +160,8 @@ def main() -> None:
 
     t0, c0 = time.perf_counter(), time.process_time()
     stats: dict = {}
-    nn = evaluate.nearest_neighbor(ref, query, block_size=args.block_size, method=args.method, stats=stats)
+    nn = neighbors.nearest_neighbor(ref, query, block_size=args.block_size, method=args.method, stats=stats,
+                                    threads=args.threads)
     t_nn, c_nn = time.perf_counter() - t0, time.process_time() - c0
     t0 = time.perf_counter()
     values = evaluate.classification_metrics(g_query, g_ref[nn], evaluate.OPEN_WORLD_METRICS)
@@ -169,16 +179,60 @@ def main() -> None:
     print(f"peak resident memory: {peak:.2f} GiB (the float32 inputs: {(ref.nbytes + query.nbytes) / 2**30:.2f} GiB)")
 
     if args.check:
-        pick = np.random.default_rng(1).choice(args.n_query, size=min(args.check, args.n_query), replace=False)
-        r = evaluate.l2_normalize(ref).astype(np.float64)
-        q = evaluate.l2_normalize(query[pick]).astype(np.float64)
-        expected = np.empty(pick.shape[0], dtype=np.int64)
-        for lo in range(0, pick.shape[0], 50):
-            expected[lo : lo + 50] = (q[lo : lo + 50] @ r.T).argmax(axis=1)
+        pick, expected = brute_force(ref, query, args.check)
         same = int((expected == nn[pick]).sum())
         print(f"check: {same}/{pick.shape[0]} queries agree with a float64 brute force")
         if same != pick.shape[0]:
             raise SystemExit("nearest neighbours differ from the brute force")
+
+
+def brute_force(ref, query, n_check: int):
+    """(query indices, their float64 brute-force nearest reference) for a seeded sample of
+    ``n_check`` queries (ties to the lowest index, as every method here)."""
+    pick = np.random.default_rng(1).choice(query.shape[0], size=min(n_check, query.shape[0]), replace=False)
+    r = l2_normalize(ref).astype(np.float64)
+    q = l2_normalize(query[pick]).astype(np.float64)
+    expected = np.empty(pick.shape[0], dtype=np.int64)
+    for lo in range(0, pick.shape[0], 50):
+        expected[lo : lo + 50] = (q[lo : lo + 50] @ r.T).argmax(axis=1)
+    return pick, expected
+
+
+def compare_bench(args) -> None:
+    """float32, int8 and faiss IndexFlatIP side by side on the same data, in this process."""
+    t0 = time.perf_counter()
+    ref, _, query, _ = synthetic(args.n_ref, args.n_query, args.dim, args.n_genera, args.seed)
+    print(f"data: {args.n_query} queries x {args.n_ref} references x {args.dim} dims, {args.threads} threads, "
+          f"generated in {time.perf_counter() - t0:.1f} s; cpu capability {neighbors._cpu_capability()}")
+    t0 = time.perf_counter()
+    cal = neighbors.calibrate(args.dim, args.threads)
+    int8_block = "unavailable" if cal["int8_s"] is None else f"{1e3 * cal['int8_s']:.2f} ms"
+    print(f"calibration ({time.perf_counter() - t0:.2f} s): one {neighbors.CALIBRATION_BLOCK}-row block float32 "
+          f"{1e3 * cal['float32_s']:.2f} ms, int8 {int8_block} -> speedup {cal['speedup']:.2f}, auto picks {cal['method']} "
+          f"above {neighbors.INT8_MIN_WORK:.0e} multiply-adds")
+    results, times = {}, {}
+    for method in ("float32", "int8"):
+        t0 = time.perf_counter()
+        results[method] = neighbors.nearest_neighbor(ref, query, block_size=args.block_size, method=method,
+                                                     threads=args.threads)
+        times[method] = time.perf_counter() - t0
+    try:
+        import faiss
+    except ImportError:
+        print("faiss: not installed (pip install faiss-cpu to compare)")
+    else:
+        faiss.omp_set_num_threads(args.threads)
+        t0 = time.perf_counter()
+        index = faiss.IndexFlatIP(args.dim)
+        index.add(l2_normalize(ref))
+        _, found = index.search(l2_normalize(query), 1)
+        results["faiss IndexFlatIP"] = found[:, 0].astype(np.int64)
+        times["faiss IndexFlatIP"] = time.perf_counter() - t0
+    pick, expected = brute_force(ref, query, args.check) if args.check else (None, None)
+    for method, nn in results.items():
+        agree = f", {int((nn == results['int8']).sum())}/{nn.shape[0]} equal to int8" if method != "int8" else ""
+        exact = f", {int((nn[pick] == expected).sum())}/{pick.shape[0]} equal to float64" if pick is not None else ""
+        print(f"{method:>18}: {times[method]:7.2f} s wall, {times[method] / times['float32']:.2f}x float32{agree}{exact}")
 
 
 if __name__ == "__main__":

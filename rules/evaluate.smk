@@ -76,6 +76,9 @@ rule clustering:
         split=config["evaluation"]["clustering"]["split"],
         ranks=config["evaluation"]["clustering"]["ranks"],
         max_points=config["evaluation"]["clustering"]["max_points"],
+        umap=config["evaluation"]["clustering"]["umap"],
+        umap_dims=config["evaluation"]["clustering"]["umap_dims"],
+        umap_neighbors=config["evaluation"]["clustering"]["umap_neighbors"],
         max_pairs=config["evaluation"]["probing"]["max_pairs"],
         seed=config["seed"],
     threads: 1

@@ -1,6 +1,7 @@
 """Rule fewshot: GeneMask few-shot learning (shots x repeats): a logistic-regression probe on
 frozen embeddings, or, with evaluation.fewshot.finetune, a fine-tuned encoder. Each K draws
-K x shots_scale examples per class (the task's evaluation.fewshot.shots_scale, default 1)."""
+K x shots_scale examples per class (the task's evaluation.fewshot.shots_scale, default 1).
+A task file with one class is an error naming the task and the file."""
 
 from dnalm import datasets, embed, evaluate, gpus, io, logs
 
@@ -9,6 +10,8 @@ evaluate.limit_threads(snakemake.threads)
 p = snakemake.params
 train = datasets.read_task(snakemake.input.train)
 test = datasets.read_task(snakemake.input.test)
+for path, frame in ((snakemake.input.train, train), (snakemake.input.test, test)):
+    evaluate.check_classes(frame["label"], snakemake.wildcards.task, path)
 y_train, y_test = train["label"].to_numpy(), test["label"].to_numpy()
 if p.finetune:
     gpu_lease = gpus.pin(snakemake.resources.get("gpu", 0), log=log)  # own GPU, before CUDA starts

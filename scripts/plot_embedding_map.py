@@ -3,7 +3,7 @@ by a taxonomic rank; the same seeded subset of barcodes in every panel."""
 
 import numpy as np
 
-from dnalm import datasets, embed, evaluate, logs, plots
+from dnalm import datasets, embed, evaluate, logs, plots, structure
 
 log = logs.to_file(snakemake.log[0])
 evaluate.limit_threads(snakemake.threads)
@@ -16,7 +16,7 @@ coords = {}
 for model, path in zip(snakemake.params.models, snakemake.input.embeddings):
     ids, vectors = embed.load_embeddings(path)
     x = datasets.align(rows["processid"], ids, vectors, path)
-    coords[model] = evaluate.project_2d(x, method=s["method"], seed=snakemake.params.seed)
+    coords[model] = structure.project_2d(x, method=s["method"], seed=snakemake.params.seed)
     log.info("%s: %d barcodes projected (%s)", model, len(x), s["method"])
 method = {"tsne": "t-SNE", "pca": "PCA"}[s["method"]]
 plots.plot_embedding_map(coords, rows[s["rank"]].to_numpy(), snakemake.output[0], rank=s["rank"], method=method)

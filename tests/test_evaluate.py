@@ -1,14 +1,16 @@
-"""Tests of dnalm.evaluate: metrics, few-shot sampling and probes, 1-NN, clustering."""
+"""Tests of dnalm.evaluate: metrics, few-shot sampling and probes, closed/open world, bias,
+the taxonomy table with missing ranks, task class checks, thread limits."""
 
+import contextlib
 import math
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.spatial.distance import cdist
 
 from dnalm import evaluate as ev
+from dnalm import neighbors as nb
 
 
 def _clusters(rng, n_classes, n_per_class, dim=16, spread=0.3, sep=5.0):
@@ -202,27 +204,6 @@ def test_closed_world_planted_species():
     assert math.isnan(df["shots"].iloc[0]) and df["repeat"].iloc[0] == 0
 
 
-@pytest.mark.parametrize("block_size", [1, 7, 64, 4096])
-def test_nearest_neighbor_vs_brute_force(block_size):
-    rng = np.random.default_rng(4)
-    ref = rng.normal(size=(257, 8)) + 0.3
-    query = rng.normal(size=(103, 8)) + 0.3
-    expected = cdist(query, ref, metric="cosine").argmin(axis=1)
-    got = ev.nearest_neighbor(ref, query, block_size=block_size)
-    assert got.dtype == np.int64
-    np.testing.assert_array_equal(got, expected)
-
-
-def test_nearest_neighbor_scale_invariant_and_ties():
-    rng = np.random.default_rng(5)
-    ref = rng.normal(size=(12, 4))
-    ref[10] = ref[3] * 2.5  # same direction as row 3, in another block
-    query = np.stack([ref[3] * 0.1, ref[7] * 40.0])
-    np.testing.assert_array_equal(ev.nearest_neighbor(ref, query, block_size=4), [3, 7])
-    with pytest.raises(ValueError):
-        ev.nearest_neighbor(ref, rng.normal(size=(2, 5)))
-
-
 def test_chance_accuracy_hand_computed():
     assert ev.chance_accuracy(["a", "a", "b", "c"], ["a", "b", "b", "d"]) == pytest.approx(0.25 * 0.5 + 0.5 * 0.25)
 
@@ -261,47 +242,37 @@ def test_open_world_planted_and_random():
     assert abs(_value(df, "balanced_accuracy") - 0.25) < 0.04
 
 
-# --------------------------------------------------------------------------- clustering
+def test_open_and_closed_world_return_predictions():
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(40, 6))
+    y = np.array(["a", "b"] * 20)
+    table, pred = ev.open_world(x[:30], y[:30], x[30:], y[30:], return_predictions=True)
+    np.testing.assert_array_equal(pred, y[:30][nb.nearest_neighbor(x[:30], x[30:])])
+    assert _value(table, "accuracy") == pytest.approx(np.mean(pred == y[30:]))
+    table, pred = ev.closed_world(x[:30], y[:30], x[30:], y[30:], return_predictions=True)
+    assert pred.shape == (10,) and _value(table, "accuracy") == pytest.approx(np.mean(pred == y[30:]))
 
 
-@pytest.mark.parametrize("method", ["agglomerative", "kmeans"])
-def test_clustering_planted_hierarchy(method):
-    from sklearn.metrics import silhouette_score
-    from sklearn.preprocessing import StandardScaler
+def test_bias_spearman_against_scipy_and_by_hand():
+    from scipy.stats import spearmanr
 
-    rng = np.random.default_rng(7)
-    x, genus, species = _genus_species_data(rng, 3, 3, 12)
-    x = x + 10.0  # an offset common to all rows (mean-pooled embeddings are anisotropic)
-    shuffled = rng.permutation(genus)
-    with_missing = genus.astype(object)
-    with_missing[::5] = None
-    df = ev.clustering(
-        x, {"genus": genus, "species": species, "shuffled": shuffled, "partial": with_missing}, method=method, seed=0
-    )
-    assert list(df.columns) == ev.COLUMNS
-    assert set(df["protocol"]) == {"clustering"}
-    assert df["level"].unique().tolist() == ["genus", "species", "shuffled", "partial"]
-    for level in ("genus", "species", "partial"):
-        assert _value(df, "ami", level=level) > 0.9 and _value(df, "ari", level=level) > 0.85
-    assert abs(_value(df, "ari", level="shuffled")) < 0.1 and abs(_value(df, "ami", level="shuffled")) < 0.1
-    assert _value(df, "silhouette", level="genus") > 0.3 > _value(df, "silhouette", level="shuffled")
-    # silhouette is computed on L2-normalised then standardised features, cosine distance
-    norm = x / np.linalg.norm(x, axis=1, keepdims=True)
-    feats = StandardScaler().fit_transform(norm)
-    assert _value(df, "silhouette", level="genus") == pytest.approx(
-        silhouette_score(feats, genus, metric="cosine"), abs=1e-5
-    )
-
-
-def test_clustering_degenerate_label_set_and_bad_method():
-    x = np.random.default_rng(8).normal(size=(20, 4))
-    with pytest.warns(UserWarning, match="skipped"):
-        df = ev.clustering(x, {"one": ["a"] * 20})
-    assert df["value"].isna().all() and len(df) == 3
-    with pytest.raises(ValueError):
-        ev.clustering(x, {"a": [0, 1] * 10}, method="dbscan")
-    with pytest.raises(ValueError):
-        ev.clustering(x, {"a": [0, 1] * 5})
+    y_train = list("aaaaabbbbccd")  # counts a5 b4 c2 d1
+    y_true = np.array(list("aabbccdd"))
+    y_pred = np.array(list("aabxcyzz"))  # accuracy a1 b.5 c.5 d0
+    table, per_class = ev.bias(y_true, y_pred, y_train, "species")
+    assert per_class["class"].tolist() == list("abcd")
+    np.testing.assert_allclose(per_class["accuracy"], [1, 0.5, 0.5, 0])
+    np.testing.assert_allclose(per_class["train_count"], [5, 4, 2, 1])
+    # ranks: counts 4 3 2 1, accuracies 4 2.5 2.5 1 -> Pearson of the ranks
+    rc, ra = np.array([4, 3, 2, 1.0]), np.array([4, 2.5, 2.5, 1])
+    rho = np.corrcoef(rc, ra)[0, 1]
+    assert _value(table, "spearman_rho") == pytest.approx(rho)
+    assert _value(table, "spearman_rho") == pytest.approx(spearmanr([5, 4, 2, 1], [1, 0.5, 0.5, 0]).statistic)
+    assert _value(table, "spearman_p") == pytest.approx(spearmanr([5, 4, 2, 1], [1, 0.5, 0.5, 0]).pvalue)
+    assert set(table["level"]) == {"species"} and set(table["protocol"]) == {"bias"}
+    with pytest.warns(UserWarning, match="undefined"):
+        table, per_class = ev.bias(y_true, y_true, y_train, "species")  # all correct
+    assert table.empty and (per_class["accuracy"] == 1).all()
 
 
 def test_empty_results_keep_columns():
@@ -310,3 +281,263 @@ def test_empty_results_keep_columns():
         df = ev.fewshot(np.zeros((4, 2)), [0, 0, 1, 1], np.zeros((2, 2)), [0, 1], shots=[5], n_repeats=2, seed=0)
     assert df.empty and list(df.columns) == ev.FEWSHOT_COLUMNS
     assert df.dtypes["per_class"] == np.int64 and df.dtypes["value"] == np.float64
+
+
+# --------------------------------------------------------------------------- thread limits
+
+
+@contextlib.contextmanager
+def restored_threads():
+    """Put back what ev.limit_threads changes: the BLAS/OpenMP pools and torch's thread
+    count (so that no test leaks a thread cap into the rest of the session)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    n_torch = torch.get_num_threads()
+    try:
+        with threadpool_limits(limits=None):  # records the current limits, restores them on exit
+            yield
+    finally:
+        torch.set_num_threads(n_torch)
+
+
+@pytest.fixture()
+def restore_threads():
+    with restored_threads():
+        yield
+
+
+def test_limit_threads(restore_threads):
+    import torch
+    from threadpoolctl import threadpool_info
+
+    assert ev.limit_threads(1) == 1  # the count, for the functions that take threads=
+    assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert torch.get_num_threads() == 1
+
+
+def _thread_state():
+    import torch
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info()], torch.get_num_threads()
+
+
+def test_restored_threads_undoes_limit_threads():
+    before = _thread_state()
+    target = 1 if max(before[0] + [before[1]]) > 1 else 2  # a cap that visibly changes something
+    with restored_threads():
+        ev.limit_threads(target)
+        assert _thread_state() != before
+    assert _thread_state() == before
+
+
+# --------------------------------------------------------------------------- missing taxa
+
+
+def test_missing_labels():
+    got = ev.missing(np.array(["a", "", "  ", None, np.nan, "NA", "b"], dtype=object))
+    assert got.tolist() == [False, True, True, True, True, False, False]  # "NA" is a name, not a gap
+    assert ev.labelled(["x", "", "y"], "rows").tolist() == [0, 2]
+
+
+def _barcode_table(tmp_path, seed=31):
+    """A barcode table written and read back as the pipeline reads it (empty fields become
+    ""), with planted embeddings: 8 genera x 4 species; some species and genus fields empty
+    in every split; train/test share species, test_unseen holds the fourth species."""
+    from dnalm import datasets
+
+    rng = np.random.default_rng(seed)
+    x, genus, species = _genus_species_data(rng, 8, 4, 24, dim=24)
+    x = x + rng.normal(size=x.shape).astype(np.float32) * 1.2  # overlapping: accuracies vary by class
+    n = x.shape[0]
+    split = np.where(np.char.endswith(species.astype(str), "s3"), "test_unseen", np.where(np.arange(n) % 3 == 0, "test", "train"))
+    table = pd.DataFrame({
+        "processid": [f"P{i:04d}" for i in range(n)], "dna_barcode": "ACGT", "order": "o1", "family": "f1",
+        "genus": genus, "species": species, "split": split,
+    })
+    gone = rng.random(n)
+    table.loc[gone < 0.12, "species"] = ""
+    table.loc[(gone > 0.12) & (gone < 0.22), "genus"] = ""
+    table.loc[(gone > 0.22) & (gone < 0.25), ["genus", "species"]] = ""
+    path = tmp_path / "barcodes.tsv"
+    table.to_csv(path, sep="\t", index=False)
+    return datasets.read_barcodes(path, columns=["processid", "genus", "species", "split"]), x
+
+
+def _taxonomy(table, ids, x):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # bias may be undefined for a rank
+        return ev.taxonomy(table, ids, x, seed=3)
+
+
+def test_taxonomy_leaves_out_missing_ranks(tmp_path, caplog):
+    """Empty genus/species fields are no class: each rank's metrics, bias and per-class rows
+    equal those computed on the table without the rows lacking that rank."""
+    table, x = _barcode_table(tmp_path)
+    ids = table["processid"].to_numpy()
+    assert (table["species"] == "").sum() > 10 and (table["genus"] == "").sum() > 10
+    with caplog.at_level("INFO", logger="dnalm.evaluate"):
+        metrics, per_class = _taxonomy(table, ids, x)
+    assert "" not in set(per_class["class"])
+    keys = ["protocol", "level", "metric"]
+    for rank, protocols in (("species", {"closed_world", "bias"}), ("genus", {"open_world", "bias"})):
+        sub_metrics, sub_classes = _taxonomy(table[table[rank] != ""], ids, x)
+        level = {"species": ["species"], "genus": ["genus"]}[rank]
+        pick = lambda df: df[df["protocol"].isin(protocols) & df["level"].isin(level)].sort_values(keys).reset_index(drop=True)  # noqa: E731
+        assert len(pick(metrics)) >= 3
+        pd.testing.assert_frame_equal(pick(metrics), pick(sub_metrics))
+        pd.testing.assert_frame_equal(
+            per_class[per_class["level"] == rank].reset_index(drop=True),
+            sub_classes[sub_classes["level"] == rank].reset_index(drop=True),
+        )
+    # the log counts what was left out, per split and rank
+    n_train = int(((table["split"] == "train") & (table["species"] == "")).sum())
+    assert f"closed world: training rows without a species: {n_train} of {int((table['split'] == 'train').sum())} left out" in caplog.text
+    n_ref = int(((table["split"] == "train") & (table["genus"] == "")).sum())
+    assert f"open world: reference rows without a genus: {n_ref} of" in caplog.text
+    assert "open world: query rows without a genus" in caplog.text
+
+
+def test_open_world_never_predicts_a_missing_genus():
+    """A reference without a genus is out of the search: even an exact copy of a query
+    cannot lend it its (missing) label; NaN and "" alike."""
+    rng = np.random.default_rng(32)
+    x_ref = rng.normal(size=(50, 8))
+    g_ref = np.array(["g1", "g2"] * 25, dtype=object)
+    x_q = x_ref[:6] + 1e-3
+    g_ref[:3] = ["", np.nan, None]
+    table, pred = ev.open_world(x_ref, g_ref, x_q, np.array(["g1", "g2"] * 3), return_predictions=True)
+    assert not ev.missing(pred).any()
+    kept = ~ev.missing(g_ref)
+    expected = ev.open_world(x_ref[kept], g_ref[kept].astype(str), x_q, np.array(["g1", "g2"] * 3))
+    pd.testing.assert_frame_equal(table, expected)
+
+
+def test_closed_world_leaves_out_missing_species_and_passes_threads(monkeypatch):
+    from dnalm import probes
+
+    rng = np.random.default_rng(33)
+    x, y = _clusters(rng, 4, 30, spread=2.0, sep=1.0)
+    species = np.array(["a", "b", "c", "d"], dtype=object)[y]
+    species[::7] = ""
+    species[3::11] = np.nan
+    train = np.arange(len(y)) % 3 != 0
+    full = ev.closed_world(x[train], species[train], x[~train], species[~train], seed=1)
+    keep = ~ev.missing(species)
+    sub = ev.closed_world(x[train & keep], species[train & keep].astype(str), x[~train & keep],
+                          species[~train & keep].astype(str), seed=1)
+    pd.testing.assert_frame_equal(full, sub)
+    fitted = []
+    original = probes.TorchProbe.fit
+    monkeypatch.setattr(probes.TorchProbe, "fit", lambda self, *a: fitted.append(self) or original(self, *a))
+    ev.closed_world(x[train & keep], species[train & keep], x[~train], species[~train], probe="torch",
+                    torch_settings={"epochs": 1}, threads=1)
+    assert fitted[0].threads == 1
+    with pytest.raises(ValueError, match="at least two species"):
+        ev.closed_world(x[:5], ["a", "", "", "", ""], x[5:9], ["a"] * 4)
+
+
+def test_taxonomy_empty_split_names_the_table(tmp_path):
+    from dnalm.io import InputError
+
+    table, x = _barcode_table(tmp_path)
+    with pytest.raises(InputError, match=r"barcodes\.tsv: split 'validation' has no barcodes"):
+        ev.taxonomy(table, table["processid"].to_numpy(), x, closed_test="validation", table_path=tmp_path / "barcodes.tsv")
+
+
+# --------------------------------------------------------------------------- rule scripts
+
+
+def _run_rule_script(tmp_path, script, **namespace):
+    """Run scripts/<script> as Snakemake would (a ``snakemake`` object in its globals), in a
+    fresh process; returns (exit code, log text, stderr)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    log = tmp_path / f"{script}.log"
+    spec = {"log": [str(log)], "threads": 1, "resources": {}, **namespace}
+    code = (
+        "import json, runpy, sys, types\n"
+        "class IO(list):\n"
+        "    def __init__(self, d):\n"
+        "        super().__init__(d.values() if isinstance(d, dict) else d)\n"
+        "        self.__dict__.update(d if isinstance(d, dict) else {})\n"
+        "spec = json.loads(sys.argv[1])\n"
+        "sm = types.SimpleNamespace(log=spec['log'], threads=spec['threads'], resources=spec['resources'],\n"
+        "    input=IO(spec['input']), output=IO(spec['output']), params=types.SimpleNamespace(**spec['params']),\n"
+        "    wildcards=types.SimpleNamespace(**spec['wildcards']))\n"
+        f"runpy.run_path({str(root / 'scripts' / script)!r}, init_globals={{'snakemake': sm}})\n"
+    )
+    env = {"PYTHONPATH": str(root / "scripts"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env)
+    return proc.returncode, log.read_text() if log.exists() else "", proc.stderr
+
+
+def _task_files(tmp_path, train_labels, test_labels):
+    paths = {}
+    for name, labels in (("train", train_labels), ("test", test_labels)):
+        path = tmp_path / f"{name}.tsv"
+        pd.DataFrame({"id": [f"{name}{i}" for i in range(len(labels))], "sequence": "ACGTACGT", "label": labels}).to_csv(
+            path, sep="\t", index=False
+        )
+        paths[name] = str(path)
+    return paths
+
+
+def test_check_classes_names_task_and_file(tmp_path):
+    from dnalm.io import InputError
+
+    ev.check_classes(["a", "b", "a"], "prom", "x.tsv")
+    with pytest.raises(InputError, match=r"x\.tsv: task 'prom' has a single class \('a'\)"):
+        ev.check_classes(["a", "a", ""], "prom", "x.tsv")
+    with pytest.raises(InputError, match="no labelled row"):
+        ev.check_classes(["", None], "prom", "x.tsv")
+
+
+def test_fewshot_and_probing_rules_reject_a_single_class_task(tmp_path):
+    """Before: few-shot failed without naming the task, probing wrote NaN with exit code 0."""
+    files = _task_files(tmp_path, [1] * 6, [1] * 4)  # a task of one class
+    wildcards = {"task": "onlyone", "model": "m"}
+    rc, log, err = _run_rule_script(
+        tmp_path, "fewshot.py", input={**files, "embeddings": str(tmp_path / "none.npz")},
+        output=[str(tmp_path / "fewshot.tsv")], wildcards=wildcards,
+        params={"finetune": None, "shots": [2], "n_repeats": 1, "seed": 0, "max_iter": 100, "shots_scale": 1},
+    )
+    assert rc != 0 and f"{files['train']}: task 'onlyone' has a single class (1)" in log + err
+    assert not (tmp_path / "fewshot.tsv").exists()
+    rc, log, err = _run_rule_script(
+        tmp_path, "probing.py", input={"test": files["test"], "embeddings": str(tmp_path / "none.npz"), "motifs": []},
+        output=[str(tmp_path / "probing.tsv")], wildcards=wildcards,
+        params={"method": "agglomerative", "max_points": 100, "motif_source": "planted", "max_pairs": 100,
+                "mismatches": 1, "max_motifs": 5, "seed": 0},
+    )
+    assert rc != 0 and f"{files['test']}: task 'onlyone' has a single class (1)" in log + err
+    assert not (tmp_path / "probing.tsv").exists()
+
+
+def test_taxonomy_rule_leaves_out_empty_taxa(tmp_path):
+    """The thin rule script writes what dnalm.evaluate.taxonomy computes, with model and
+    dataset columns; an empty genus or species is never a class in either table."""
+    from dnalm import embed
+
+    table, x = _barcode_table(tmp_path)
+    embed.save_embeddings(tmp_path / "emb.npz", table["processid"], x)
+    params = {"closed_train": "train", "closed_test": "test", "open_reference": "train", "open_query": "test_unseen",
+              "max_iter": 1000, "probe": "sklearn", "torch_probe": {}, "seed": 3}
+    rc, log, err = _run_rule_script(
+        tmp_path, "taxonomy.py", input={"embeddings": str(tmp_path / "emb.npz"), "barcodes": str(tmp_path / "barcodes.tsv")},
+        output={"metrics": str(tmp_path / "metrics.tsv"), "per_class": str(tmp_path / "per_class.tsv")},
+        wildcards={"model": "m1"}, params=params,
+    )
+    assert rc == 0, err
+    metrics = pd.read_csv(tmp_path / "metrics.tsv", sep="\t")
+    per_class = pd.read_csv(tmp_path / "per_class.tsv", sep="\t", keep_default_na=False)
+    assert set(metrics["model"]) == {"m1"} and set(metrics["dataset"]) == {"barcodes"}
+    assert "" not in set(per_class["class"])
+    expected, _ = _taxonomy(table, table["processid"].to_numpy(), x)
+    np.testing.assert_allclose(metrics["value"], expected["value"], rtol=1e-12)
+    assert "left out" in log

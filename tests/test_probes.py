@@ -1,22 +1,21 @@
-"""Tests of the torch species probe (dnalm.evaluate.TorchProbe) against scikit-learn's
-LogisticRegression, the probe it stands in for at BIOSCAN-5M scale."""
+"""Tests of dnalm.probes: the torch species probe (TorchProbe) against scikit-learn's
+LogisticRegression, the probe it stands in for at BIOSCAN-5M scale, and the choice of probe."""
 
 import numpy as np
 import pytest
 import torch
 
 from dnalm import evaluate as ev
+from dnalm import probes as pr
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
     """Fits here run on one torch thread (deterministic sums); the count is put back."""
-    before, saved = torch.get_num_threads(), ev._THREADS
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    ev._THREADS = None
     yield
     torch.set_num_threads(before)
-    ev._THREADS = saved
 
 
 def _species(rng, n, n_classes=5, dim=12, spread=2.6):
@@ -46,7 +45,7 @@ def test_torch_probe_fits_the_sklearn_probe(C):
     x, y = _species(rng, 1000)
     x_te, y_te = _species(np.random.default_rng(0), 600)  # same classes (same centres), new rows
     sk = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000, tol=1e-8)).fit(x, y)
-    tp = ev.TorchProbe(C=C, epochs=30, batch_size=50, lr=0.1, seed=0).fit(x, y)
+    tp = pr.TorchProbe(C=C, epochs=30, batch_size=50, lr=0.1, seed=0).fit(x, y)
     assert tp.classes_.tolist() == sk.classes_.tolist()
     # the same function is minimised: each solution scores the same under sklearn's objective
     scaler = sk[0]
@@ -71,7 +70,7 @@ def test_torch_probe_fits_the_sklearn_probe(C):
 def test_torch_probe_is_deterministic_and_seeded():
     rng = np.random.default_rng(1)
     x, y = _species(rng, 800)
-    fit = lambda seed: ev.TorchProbe(epochs=5, batch_size=50, seed=seed).fit(x, y)  # noqa: E731
+    fit = lambda seed: pr.TorchProbe(epochs=5, batch_size=50, seed=seed).fit(x, y)  # noqa: E731
     a, b, c = fit(3), fit(3), fit(4)
     np.testing.assert_array_equal(a.coef_, b.coef_)
     np.testing.assert_array_equal(a.intercept_, b.intercept_)
@@ -79,6 +78,22 @@ def test_torch_probe_is_deterministic_and_seeded():
     assert not np.array_equal(a.coef_, c.coef_)  # the seed sets the batch order
     assert a.loss_curve_[-1] < a.loss_curve_[0]
     assert a.device_.type == "cpu"
+
+
+def test_torch_probe_threads_are_a_parameter():
+    """The fit uses the thread count it is given (the rule's), and leaves torch alone without."""
+    rng = np.random.default_rng(5)
+    x, y = _species(rng, 200)
+    torch.set_num_threads(2)
+    pr.TorchProbe(epochs=1).fit(x, y)
+    assert torch.get_num_threads() == 2
+    one = pr.TorchProbe(epochs=2, batch_size=50, threads=1).fit(x, y)
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    again = pr.TorchProbe(epochs=2, batch_size=50, threads=1).fit(x, y)
+    np.testing.assert_array_equal(one.coef_, again.coef_)  # same thread count: the same weights
+    with pytest.raises(ValueError, match="threads >= 1"):
+        pr.TorchProbe(threads=0)
 
 
 def test_small_training_sets_still_take_min_batches_steps_per_epoch(monkeypatch):
@@ -92,26 +107,26 @@ def test_small_training_sets_still_take_min_batches_steps_per_epoch(monkeypatch)
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.Adam, "step", spy)
-    ev.TorchProbe(epochs=3, batch_size=4096).fit(x, y)  # one batch of 4096 would be 3 steps
-    assert len(steps) == 3 * ev.TorchProbe.MIN_BATCHES
+    pr.TorchProbe(epochs=3, batch_size=4096).fit(x, y)  # one batch of 4096 would be 3 steps
+    assert len(steps) == 3 * pr.TorchProbe.MIN_BATCHES
 
 
 def test_choose_probe_and_closed_world_dispatch(monkeypatch):
-    assert ev.choose_probe(1000, 100) == "sklearn"
-    assert ev.choose_probe(289_203, 8000) == "torch"  # BIOSCAN-5M
-    assert ev.choose_probe(289_203, 8000, "sklearn") == "sklearn"
-    assert ev.choose_probe(10, 2, "torch") == "torch"
+    assert pr.choose_probe(1000, 100) == "sklearn"
+    assert pr.choose_probe(289_203, 8000) == "torch"  # BIOSCAN-5M
+    assert pr.choose_probe(289_203, 8000, "sklearn") == "sklearn"
+    assert pr.choose_probe(10, 2, "torch") == "torch"
     with pytest.raises(ValueError, match="unknown probe"):
-        ev.choose_probe(10, 2, "svm")
+        pr.choose_probe(10, 2, "svm")
     rng = np.random.default_rng(3)
     x, y = _species(rng, 600)
     x_te, y_te = _species(np.random.default_rng(3), 200)
     fitted = []
-    original = ev.TorchProbe.fit
-    monkeypatch.setattr(ev.TorchProbe, "fit", lambda self, *a: fitted.append(self) or original(self, *a))
+    original = pr.TorchProbe.fit
+    monkeypatch.setattr(pr.TorchProbe, "fit", lambda self, *a: fitted.append(self) or original(self, *a))
     sk = ev.closed_world(x, y, x_te, y_te)  # small: scikit-learn
     assert fitted == []
-    monkeypatch.setattr(ev, "TORCH_PROBE_MIN_CELLS", 600 * 5 - 1)  # now just above the threshold
+    monkeypatch.setattr(pr, "TORCH_PROBE_MIN_CELLS", 600 * 5 - 1)  # now just above the threshold
     auto, pred = ev.closed_world(x, y, x_te, y_te, seed=7, return_predictions=True,
                                  torch_settings={"epochs": 30, "batch_size": 30, "lr": 0.1})
     assert len(fitted) == 1 and (fitted[0].epochs, fitted[0].batch_size, fitted[0].lr, fitted[0].seed) == (30, 30, 0.1, 7)
@@ -121,7 +136,7 @@ def test_choose_probe_and_closed_world_dispatch(monkeypatch):
     with pytest.raises(ValueError, match="unknown torch probe setting"):
         ev.closed_world(x, y, x_te, y_te, probe="torch", torch_settings={"epoch": 3})
     with pytest.raises(ValueError, match="at least two classes"):
-        ev.TorchProbe().fit(x[:5], np.array(["a"] * 5))
+        pr.TorchProbe().fit(x[:5], np.array(["a"] * 5))
 
 
 def _value(df, metric):
@@ -134,8 +149,8 @@ def _value(df, metric):
 def test_torch_probe_on_cuda_matches_cpu():
     rng = np.random.default_rng(4)
     x, y = _species(rng, 1000)
-    cpu = ev.TorchProbe(epochs=10, batch_size=64, device="cpu").fit(x, y)
-    gpu = ev.TorchProbe(epochs=10, batch_size=64, device="cuda").fit(x, y)
+    cpu = pr.TorchProbe(epochs=10, batch_size=64, device="cpu").fit(x, y)
+    gpu = pr.TorchProbe(epochs=10, batch_size=64, device="cuda").fit(x, y)
     assert gpu.device_.type == "cuda"
     np.testing.assert_allclose(cpu.coef_, gpu.coef_, atol=5e-3)  # reduction order differs: close, not equal
     assert np.mean(cpu.predict(x) == gpu.predict(x)) >= 0.99
