@@ -38,6 +38,7 @@ rule align_inputs:
     params:
         protocols=ALIGN_PROTOCOLS,
         splits=align_splits(),
+        max_n_fraction=ALIGN["max_n_fraction"],
     threads: 1
     resources:
         mem_mb=4000,

@@ -9,4 +9,5 @@ outputs = {
     protocol: {name: snakemake.output[name][i] for name in ("queries", "references", "members")}
     for i, protocol in enumerate(protocols)
 }
-align.write_inputs(snakemake.input.barcodes, {p: snakemake.params.splits[p] for p in protocols}, outputs)
+splits = {p: snakemake.params.splits[p] for p in protocols}
+align.write_inputs(snakemake.input.barcodes, splits, outputs, max_n_fraction=snakemake.params.max_n_fraction)

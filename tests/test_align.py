@@ -152,6 +152,17 @@ def test_planted_sources_are_found(tmp_path):
     assert (hits["identity"] > 0.9).all()
 
 
+@needs_vsearch
+def test_a_reference_without_a_shared_word_is_still_aligned(tmp_path):
+    """Exhaustive means every reference: also one that shares no 8-mer with the query
+    (vsearch's k-mer filter drops those by default), here 86 % identical."""
+    rng = np.random.default_rng(6)
+    ref = _random(rng, 301)
+    query = "".join(("ACGT"[("ACGT".index(b) + 1) % 4] if i % 7 == 6 else b) for i, b in enumerate(ref))
+    hits = _search(VSEARCH, [query], [_random(rng, 301), ref], tmp_path)
+    assert hits[["reference", "matches", "columns"]].values.tolist() == [[1, 258, 301]]
+
+
 def _barcode_sets(n_queries=30, n_refs=300, seed=3):
     """Simulated barcodes (distinct): unseen-species queries, some with a planted indel, and
     references of the seen species."""
@@ -273,6 +284,31 @@ def test_write_inputs_deduplicates_and_keeps_table_order(tmp_path):
     assert closed.loc[closed["role"] == "query", "label"].tolist() == table.loc[table["split"] == "test", "species"].tolist()
 
 
+@needs_vsearch
+def test_barcodes_mostly_n_are_not_aligned(tmp_path, caplog):
+    """vsearch counts N as a match: an all-N reference would be everyone's nearest."""
+    rng = np.random.default_rng(4)
+    a, b = _random(rng, 200), _random(rng, 200)
+    rows = [("q0", a[:150] + "N" * 50, "G1", "test_unseen"), ("q1", b, "G2", "test_unseen"), ("q2", "", "G2", "test_unseen"),
+            ("r0", "N" * 200, "G3", "train"), ("r1", "N" * 100 + a[100:], "G3", "train"), ("r2", a, "G1", "train"),
+            ("r3", b[:160] + "N" * 40, "G2", "train")]
+    table = pd.DataFrame(rows, columns=["processid", "dna_barcode", "genus", "split"]).assign(species="s", order="o", family="f")
+    table.to_csv(tmp_path / "barcodes.tsv", sep="\t", index=False)
+    splits = {"open_world": SPLITS["open_world"]}
+    files = {"open_world": {n: tmp_path / f"{n}.{'tsv' if n == 'members' else 'fa'}" for n in ("queries", "references", "members")}}
+    with caplog.at_level(logging.WARNING, logger="dnalm.align"):
+        align.write_inputs(tmp_path / "barcodes.tsv", splits, files, max_n_fraction=0.2)
+    assert "2 distinct queries (no hit) and 2 distinct references (left out)" in caplog.text
+    hits = align.search_chunk(files["open_world"]["queries"], files["open_world"]["references"], 0, 1, VSEARCH)
+    assert hits["reference"].tolist() == [-1, 3, -1]  # q0 25 % N; q1 finds r3 (20 % N: kept); q2 empty
+    members = pd.read_csv(files["open_world"]["members"], sep="\t", keep_default_na=False)
+    metrics, _ = align.taxonomy_tables({"open_world": (members, hits)})
+    assert metrics.query("metric == 'accuracy'")["value"].item() == pytest.approx(1 / 3)
+    table[table["processid"] != "r2"].to_csv(tmp_path / "barcodes.tsv", sep="\t", index=False)  # r1, r3 > 10 % N
+    with pytest.raises(InputError, match=r"barcodes\.tsv.*every reference barcode \(split 'train'\).*max_n_fraction"):
+        align.write_inputs(tmp_path / "barcodes.tsv", splits, files, max_n_fraction=0.1)
+
+
 def test_write_inputs_errors_name_file_and_split(tmp_path):
     path, table = _table(tmp_path)
     with pytest.raises(InputError, match=r"barcodes\.tsv.*split 'nope'"):
@@ -286,8 +322,8 @@ def test_write_inputs_errors_name_file_and_split(tmp_path):
 def test_chunked_equals_unchunked(tmp_path):
     path, _ = _table(tmp_path, n_orders=1, families_per_order=2)
     fa = _write_inputs(tmp_path, path)["open_world"]
-    whole = align.search_chunk(fa["queries"], fa["references"], 0, 1, VSEARCH)
-    parts = [align.search_chunk(fa["queries"], fa["references"], i, 3, VSEARCH) for i in (2, 0, 1)]
+    whole = align.search_chunk(fa["queries"], fa["references"], 0, 1, align.Settings(threads=1))
+    parts = [align.search_chunk(fa["queries"], fa["references"], i, 3, VSEARCH) for i in (2, 0, 1)]  # 2 threads
     assert sorted(len(p) for p in parts) == sorted(np.diff([len(whole) * i // 3 for i in range(4)]).tolist())
     pd.testing.assert_frame_equal(align.merge_hits(parts, len(whole)), whole)
     with pytest.raises(ValueError, match="miss queries"):

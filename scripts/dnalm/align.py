@@ -3,9 +3,11 @@
 Nearest means the highest pairwise identity: matching columns / aligned columns of the
 score-optimal alignment, terminal gaps left out (``vsearch --usearch_global``'s default
 ``--iddef 2``; BLAST's pident over the aligned part). N, and any letter other than A, C, G,
-T (read as N), matches every base, as in vsearch. Ties go to the lowest reference index
-(reference order in the barcode table). A query with no hit (``min_identity`` not reached)
-is predicted ``NO_HIT``, counted wrong, and logged.
+T (read as N), matches every base, as in vsearch; so a barcode that is mostly N would look
+close to everything: one with more than ``max_n_fraction`` N (or empty) is not aligned (as a
+reference it is left out, as a query it has no hit). Ties go to the lowest reference index
+(reference order in the barcode table). A query with no hit (too many Ns, or
+``min_identity`` not reached) is predicted ``NO_HIT``, counted wrong, and logged.
 
 Tool (config key ``evaluation.align.tool``): ``vsearch --usearch_global``, global alignment
 with match 2, mismatch -4, N 0, gaps 20 + 2 per further position, terminal gaps 2 + 1. With
@@ -124,9 +126,15 @@ def members(table: pd.DataFrame, query_split: str, reference_split: str, level: 
     return pd.concat(out, ignore_index=True), seqs["query"], seqs["reference"]
 
 
-def write_inputs(barcodes, splits: dict, outputs: dict) -> None:
+def too_many_ns(sequence: str, max_n_fraction: float) -> bool:
+    """Whether a normalised sequence is empty or more than ``max_n_fraction`` N."""
+    return not sequence or sequence.count("N") > max_n_fraction * len(sequence)
+
+
+def write_inputs(barcodes, splits: dict, outputs: dict, max_n_fraction: float = 0.2) -> None:
     """Write each protocol's ``queries`` / ``references`` FASTA (distinct sequences named by
-    their index) and ``members`` TSV.
+    their index; a sequence with too many Ns, :func:`too_many_ns`, is written empty as a query
+    and left out as a reference) and ``members`` TSV.
 
     ``splits``: protocol -> ``{"query": split, "reference": split}``; ``outputs``: protocol ->
     ``{"queries": path, "references": path, "members": path}``.
@@ -135,12 +143,20 @@ def write_inputs(barcodes, splits: dict, outputs: dict) -> None:
     table = read_splits(barcodes, {s for pair in splits.values() for s in pair.values()}, levels)
     for protocol, pair in splits.items():
         table_members, queries, references = members(table, pair["query"], pair["reference"], PROTOCOLS[protocol][2], barcodes)
-        for name, seqs in (("queries", queries), ("references", references)):
-            write_fasta(outputs[protocol][name], ((str(i), s) for i, s in enumerate(seqs)))
+        bad_q = [too_many_ns(s, max_n_fraction) for s in queries]
+        bad_r = [too_many_ns(s, max_n_fraction) for s in references]
+        if all(bad_r):
+            raise InputError(barcodes, f"{protocol}: every reference barcode (split {pair['reference']!r}) is empty or "
+                                       f"more than {max_n_fraction:.0%} N (evaluation.align.max_n_fraction)")
+        write_fasta(outputs[protocol]["queries"], ((str(i), "" if bad else s) for i, (s, bad) in enumerate(zip(queries, bad_q))))
+        write_fasta(outputs[protocol]["references"], ((str(i), s) for i, (s, bad) in enumerate(zip(references, bad_r)) if not bad))
         write_tsv(table_members, outputs[protocol]["members"])
         log.info("%s: %d queries (%d distinct) against %d references (%d distinct)", protocol,
                  (table_members["role"] == "query").sum(), len(queries),
                  (table_members["role"] == "reference").sum(), len(references))
+        if any(bad_q) or any(bad_r):
+            log.warning("%s: %d distinct queries (no hit) and %d distinct references (left out) are empty or more "
+                        "than %.0f%% N (evaluation.align.max_n_fraction)", protocol, sum(bad_q), sum(bad_r), 100 * max_n_fraction)
 
 
 # --------------------------------------------------------------------------- search
