@@ -1,5 +1,5 @@
 # Alignment baseline (model `align`): each barcode query takes the label of its nearest
-# reference by pairwise identity (vsearch --usearch_global, or parasail), for closed-world
+# reference by pairwise identity (vsearch --usearch_global, exhaustive), for closed-world
 # species (closed_train -> closed_test) and open-world genus (open_reference -> open_query).
 # Scattered over query chunks (evaluation.align.chunks), gathered into the same taxonomy and
 # bias tables as every other model (eval/taxonomy/align.tsv, eval/bias/align.tsv).
@@ -19,9 +19,9 @@ def align_splits():
 
 
 def align_settings():
-    """Search settings the align_chunk jobs depend on (dnalm.align.Settings)."""
-    keys = ("tool", "maxaccepts", "maxrejects", "min_identity")
-    return {key: ALIGN[key] for key in keys} | {"threads": ALIGN["threads"]}
+    """Search settings the align_chunk results depend on (dnalm.align.Settings; the thread
+    count does not change them and comes from the job)."""
+    return {key: ALIGN[key] for key in ("tool", "maxaccepts", "maxrejects", "min_identity")}
 
 
 rule align_inputs:

@@ -5,7 +5,7 @@ import time
 from dnalm import align, io, logs
 
 log = logs.to_file(snakemake.log[0])
-settings = align.Settings(**snakemake.params.settings)
+settings = align.Settings(**snakemake.params.settings, threads=snakemake.threads)
 started = time.perf_counter()
 hits = align.search_chunk(
     snakemake.input.queries, snakemake.input.references, int(snakemake.wildcards.chunk), snakemake.params.chunks, settings
