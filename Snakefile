@@ -20,6 +20,7 @@ include: "rules/npmi.smk"
 include: "rules/pretrain.smk"
 include: "rules/embed.smk"
 include: "rules/evaluate.smk"
+include: "rules/align.smk"
 include: "rules/report.smk"
 
 

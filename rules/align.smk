@@ -32,9 +32,9 @@ rule align_inputs:
         references=expand(R("align/{protocol}/references.fa"), protocol=ALIGN_PROTOCOLS),
         members=expand(R("align/{protocol}/members.tsv"), protocol=ALIGN_PROTOCOLS),
     log:
-        R("logs/align/inputs.log"),
+        R("logs/align_inputs.log"),
     benchmark:
-        R("benchmarks/align/inputs.tsv")
+        R("benchmarks/align_inputs.tsv")
     params:
         protocols=ALIGN_PROTOCOLS,
         splits=align_splits(),
@@ -55,9 +55,9 @@ rule align_chunk:
     output:
         R("align/{protocol}/hits/{chunk}.tsv"),
     log:
-        R("logs/align/{protocol}/{chunk}.log"),
+        R("logs/align_chunk/{protocol}/{chunk}.log"),
     benchmark:
-        R("benchmarks/align/{protocol}/{chunk}.tsv")
+        R("benchmarks/align_chunk/{protocol}/{chunk}.tsv")
     params:
         chunks=ALIGN["chunks"],
         settings=align_settings(),
@@ -82,9 +82,9 @@ rule align_taxonomy:
         metrics=R("eval/taxonomy/align.tsv"),
         per_class=R("eval/bias/align.tsv"),
     log:
-        R("logs/taxonomy/align.log"),
+        R("logs/align_taxonomy.log"),
     benchmark:
-        R("benchmarks/taxonomy/align.tsv")
+        R("benchmarks/align_taxonomy.tsv")
     params:
         protocols=ALIGN_PROTOCOLS,
         chunks=ALIGN["chunks"],

@@ -42,7 +42,9 @@ TASKS = list(config["evaluation"]["fewshot"]["tasks"])
 SIM_TASKS = list(DATA.simulated_tasks)  # tasks the demo simulator writes (none for a real genome)
 REAL_TASKS = list(DATA.tasks)  # tasks converted from real files (data.tasks)
 SHARDS = [str(i) for i in range(config["kmers"]["n_shards"])]
-REPORT_MODELS = config["report"].get("models") or ALL_MODELS
+ALIGN_BASELINE = "align"  # the alignment baseline (rules/align.smk): taxonomy tables only, no embeddings
+TAXONOMY_MODELS = ALL_MODELS + ([ALIGN_BASELINE] if config["evaluation"]["align"]["enabled"] else [])
+REPORT_MODELS = config["report"].get("models") or TAXONOMY_MODELS
 
 
 def _alternatives(names):
@@ -205,15 +207,17 @@ def fewshot_gpus(wildcards):
 
 def eval_outputs():
     out = expand(R("eval/fewshot/{model}/{task}.tsv"), model=ALL_MODELS, task=TASKS)
-    out += expand(R("eval/taxonomy/{model}.tsv"), model=ALL_MODELS)
+    out += expand(R("eval/taxonomy/{model}.tsv"), model=TAXONOMY_MODELS)
     out += expand(R("eval/clustering/{model}.tsv"), model=ALL_MODELS)
     out += expand(R("eval/probing/{model}/{task}.tsv"), model=ALL_MODELS, task=TASKS)
     return out
 
 
-def report_models():
-    """Models shown in the figures that the workflow evaluates (report.models, default all)."""
-    return [m for m in REPORT_MODELS if m in ALL_MODELS]
+def report_models(embedded=True):
+    """Models shown in the figures that the workflow evaluates (report.models, default all);
+    ``embedded=False`` also admits the alignment baseline (taxonomy tables, no embeddings)."""
+    known = ALL_MODELS if embedded else TAXONOMY_MODELS
+    return [m for m in REPORT_MODELS if m in known]
 
 
 def training_metrics():

@@ -22,7 +22,7 @@ rule collect_metrics:
     log:
         R("logs/collect_metrics.log"),
     params:
-        models=report_models(),
+        models=report_models(embedded=False),
         shots_scale=config["evaluation"]["fewshot"]["shots_scale"],
     threads: 1
     resources:
@@ -71,7 +71,7 @@ rule plot_taxonomy:
     log:
         R("logs/plot_taxonomy.log"),
     params:
-        models=report_models(),
+        models=report_models(embedded=False),
     threads: 1
     resources:
         mem_mb=1000,
@@ -129,7 +129,7 @@ rule plot_top_kmers:
 
 rule plot_bias:
     input:
-        expand(R("eval/bias/{model}.tsv"), model=report_models()),
+        expand(R("eval/bias/{model}.tsv"), model=report_models(embedded=False)),
     output:
         report(
             R("report/figures/bias.png"),

@@ -430,5 +430,5 @@ rule all:
     assert set(metrics["model"]) == {"align"} and set(metrics["dataset"]) == {"barcodes"}
     per_class = pd.read_csv(res / "eval" / "bias" / "align.tsv", sep="\t")
     assert per_class.columns.tolist()[:2] == ["model", "dataset"]
-    assert (res / "benchmarks" / "align" / "open_world" / "2.tsv").exists()
+    assert (res / "benchmarks" / "align_chunk" / "open_world" / "2.tsv").exists()
     assert "queries" in (res / "logs" / "align" / "open_world" / "0.log").read_text()

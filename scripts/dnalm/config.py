@@ -22,6 +22,8 @@ import jsonschema
 import yaml
 
 BASELINE = "kmer"  # reserved model name of the k-mer-spectrum baseline
+ALIGN_BASELINE = "align"  # reserved model name of the alignment baseline (rules/align.smk)
+RESERVED_MODELS = {BASELINE: "the k-mer baseline", ALIGN_BASELINE: "the alignment baseline"}
 
 #: Published model recipes, scaled down by the config's ``training`` block.
 #: Masking parameters follow DESIGN.md; a model entry may override any key.
@@ -188,13 +190,13 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
             msg += _type_hint(err)
         raise ConfigError(f"config key '{key}': {msg}")
     for name in config.get("models", {}):
-        if name == BASELINE:
-            raise ConfigError(f"config key 'models.{name}': the name {BASELINE!r} is reserved for the k-mer baseline")
+        if name in RESERVED_MODELS:
+            raise ConfigError(f"config key 'models.{name}': the name {name!r} is reserved for {RESERVED_MODELS[name]}")
     for name in config.get("report", {}).get("models", []) or []:
-        if name != BASELINE and name not in config.get("models", {}):
+        if name not in RESERVED_MODELS and name not in config.get("models", {}):
             raise ConfigError(
                 f"config key 'report.models': unknown model name {name!r}; defined models: "
-                f"{sorted(config.get('models', {}))} (plus {BASELINE!r})"
+                f"{sorted(config.get('models', {}))} (plus {sorted(RESERVED_MODELS)})"
             )
     _check_across_keys(config)
     return config

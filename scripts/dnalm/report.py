@@ -26,6 +26,7 @@ SECTIONS = [
     ("closed_world", "Closed-world species classification (linear probe on frozen embeddings)"),
     ("open_world", "Open-world genus classification of unseen species (cosine 1-NN)"),
     ("clustering", "Clustering against known labels (taxonomic ranks; task labels)"),
+    ("zero_shot_umap", "Zero-shot clustering as BIOSCAN-5M reports it (UMAP to 50-d, cosine; Ward; AMI)"),
     ("consistency", "Consistency probe: pairs sharing a taxon, label or motif against random pairs"),
     ("bias", "Class-imbalance bias: Spearman correlation of per-class accuracy with training count"),
 ]
@@ -81,7 +82,7 @@ def _columns(protocol: str, block: pd.DataFrame) -> pd.DataFrame:
         block.loc[tuned, "row"] = block.loc[tuned, "model"].astype(str) + " (fine-tuned)"
         block["column"] = [f"{m} K={int(k)}" for m, k in zip(block["metric"], block["shots"])]
         block["_order"] = [(_rank(m, METRIC_ORDER), (0, ""), int(k)) for m, k in zip(block["metric"], block["shots"])]
-    elif protocol in ("clustering", "consistency", "bias"):
+    elif protocol in ("clustering", "zero_shot_umap", "consistency", "bias"):
         block["column"] = block["metric"] + " " + block["level"].astype(str)
         block["_order"] = [
             (_rank(m, METRIC_ORDER), _rank(lv, LEVEL_ORDER), 0) for m, lv in zip(block["metric"], block["level"].astype(str))
