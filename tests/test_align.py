@@ -431,4 +431,4 @@ rule all:
     per_class = pd.read_csv(res / "eval" / "bias" / "align.tsv", sep="\t")
     assert per_class.columns.tolist()[:2] == ["model", "dataset"]
     assert (res / "benchmarks" / "align_chunk" / "open_world" / "2.tsv").exists()
-    assert "queries" in (res / "logs" / "align" / "open_world" / "0.log").read_text()
+    assert "queries" in (res / "logs" / "align_chunk" / "open_world" / "0.log").read_text()
