@@ -847,6 +847,9 @@ def test_bench_train_quick_smoke(tmp_path):
     res = json.loads(out.read_text())
     tp = res["throughput"]
     assert {"trainer (HF Trainer, MLM)", "dnalm MLM", "dnalm MAE (barcodes, 50 % masked)"} <= tp.keys()
+    clm = {"dnalm CLM (genome, overlapping 6-mers)", "dnalm CLM (barcodes, non-overlapping 6-mers)"}
+    assert clm <= tp.keys() and all(tp[name]["best"] > 0 for name in clm)
+    assert res["vs_mlm"]["dnalm MLM"]["median_of_rounds"] == 1.0
     for name in ("trainer (HF Trainer, MLM)", "dnalm MLM"):
         assert len(tp[name]["rounds"]) == 1 and tp[name]["best"] > 0 and math.isfinite(tp[name]["best"])
     assert res["speedup_vs_trainer"]["dnalm MLM"]["of_bests"] > 0

@@ -165,15 +165,18 @@ def pool_weights(attention_mask, keep, pooling: str = "mean"):
     return weights.scatter_(1, at[:, None], 1.0)
 
 
-def window_weights(input_ids, attention_mask):
+def window_weights(input_ids, attention_mask, pooling: str = "mean"):
     """Pooling weights of windows that are averaged into one sequence embedding (torch).
 
-    :func:`pooling_mask`, except that a window without any k-mer token (all [UNK]) is
-    scaled down to 1e-6, so that it cannot pull the mean of a sequence whose other windows
-    have k-mers (a sequence with no k-mer at all still gets the mean of its tokens).
+    :func:`pool_weights` over the k-mer tokens, except that a window without any k-mer
+    token (all [UNK]) is scaled down to 1e-6, so that it cannot pull the mean of a sequence
+    whose other windows have k-mers (a sequence with no k-mer at all still gets the mean of
+    its tokens). ``mean``: the mean over the k-mer tokens of all windows; ``cls``, ``last``:
+    the mean of the windows' pooled vectors.
     """
-    weights = pooling_mask(input_ids, attention_mask)
-    return weights * (input_ids >= dseq.N_SPECIAL).any(1, keepdim=True).float().clamp(min=1e-6)
+    kmers = input_ids >= dseq.N_SPECIAL
+    weights = pool_weights(attention_mask, kmers, pooling)
+    return weights * kmers.any(1, keepdim=True).float().clamp(min=1e-6)
 
 
 def embed_sequences(
@@ -252,10 +255,10 @@ def embed_sequences(
             mask = torch.from_numpy(mask_np).to(dev)
             with amp:
                 last = model(input_ids=ids, attention_mask=mask).last_hidden_state
-            kmers = ids >= dseq.N_SPECIAL
-            weights = pool_weights(mask, kmers, pooling)
-            if long == "chunk":  # a window without k-mers must not pull its sequence's mean
-                weights = weights * kmers.any(1, keepdim=True).float().clamp(min=1e-6)
+            if long == "chunk":
+                weights = window_weights(ids, mask, pooling)
+            else:
+                weights = pool_weights(mask, ids >= dseq.N_SPECIAL, pooling)
             total = (last.float() * weights[:, :, None]).sum(1).double().cpu().numpy()
             np.add.at(sums, owner[idx], total)
             np.add.at(weight, owner[idx], weights.sum(1).double().cpu().numpy())
