@@ -148,6 +148,9 @@ def test_plot_training_validation_curves_and_causal_model(tmp_path):
     np.testing.assert_allclose(val_acc.get_ydata(), np.linspace(0, 0.35, 10)[[2, 5, 8]])
     np.testing.assert_allclose(rate_ax.get_lines()[0].get_ydata(), 0.15)
     assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["training", "validation (held out)"]
+    assert not rate_ax.texts  # a masking model has a mask rate
+    only_causal = plots.plot_training({"gpt": curves["gpt"]}, tmp_path / "gpt.png")
+    assert [t.get_text() for t in only_causal.axes[2].texts] == ["no masking (causal models)"]
 
 
 def test_plot_top_kmers(tmp_path):

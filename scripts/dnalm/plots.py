@@ -442,6 +442,8 @@ def plot_training(curves: Mapping[str, pd.DataFrame], path: str | os.PathLike) -
             ax.set_ylabel(ylabel)
         axes[1].set_ylim(bottom=0)
         axes[2].set_ylim(bottom=0)
+        if not axes[2].get_lines():
+            axes[2].text(0.5, 0.5, "no masking (causal models)", ha="center", va="center", transform=axes[2].transAxes)
         if any("val_loss" in df.columns and df["val_loss"].notna().any() for df in curves.values()):
             kinds = [
                 Line2D([], [], color="0.3", linewidth=1.8),
