@@ -216,7 +216,7 @@ def test_clm_prediction_reads_only_the_tokens_before():
     row's predictions are those of the row alone (padding and other rows do not leak)."""
     torch.manual_seed(0)
     model = GPTCLM(TINY, V3, 64).eval()
-    ids, segments, positions, _ = _rows(lengths=(24, 24))
+    ids, segments, _, _ = _rows(lengths=(24, 24))
     other = ids.clone()
     other[:, 12:23] = torch.randint(5, V3, (2, 11))
     with torch.no_grad():
