@@ -1,4 +1,5 @@
-"""Pretraining throughput: dnalm's training loop against the transformers Trainer.
+"""Pretraining throughput: dnalm's training loop against the transformers Trainer, and the
+three architectures (MLM, MAE, CLM) side by side.
 
 Four measurements, all in one run so that their ratios are meaningful on a noisy machine:
 
@@ -22,7 +23,12 @@ Four measurements, all in one run so that their ratios are meaningful on a noisy
    by other work on the machine), and the median over rounds of each round's ratio to the
    Trainer's round of the same round (load that changes between rounds affects both).
 2. MAE: the BarcodeMAE recipe (non-overlapping 6-mers of 660-nt barcodes, 50 % masked, the
-   encoder over the visible half only) with the same encoder and a 1-layer, 128-wide decoder.
+   encoder over the visible half only) with the same encoder and a 1-layer, 128-wide decoder;
+   CLM: a GPT-2 decoder of the same size (4 x 256, 1024 intermediate, dropout 0.1), next-token
+   loss on every k-mer (the LM head at every position), on the MLM's genome windows and on
+   the MAE's barcodes. Each round's throughput is also given as a ratio to the MLM's round
+   (``vs_mlm``). The held-out validation slice is off (``val_fraction: 0``): only training
+   steps are timed.
 3. The batch pipeline alone (crop, tokenize, mask, corrupt, pack) for every preset's
    masking x tokenization, single-threaded, against what the model consumes.
 4. With ``--device cuda``: BERT-base (12 x 768) on 512-token GeneMask windows in bf16, and
@@ -288,12 +294,15 @@ def main(argv=None) -> dict:
         common = dict(
             k=6, max_tokens=max_tokens, size=size, batch_size=batch, lr=1e-3, warmup_steps=2, weight_decay=0.01,
             steps=args.steps, checkpoint_every=10**6, log_every=10**6, device=args.device, num_threads=args.threads, seed=0,
+            val_fraction=0.0,
         )  # fmt: skip
         mlm_cfg = T.TrainConfig(architecture="mlm", masking="random", tokenization="overlapping", **common)
         mae_cfg = T.TrainConfig(
             architecture="mae", masking="random", tokenization="non-overlapping", decoder_size=MAE_DECODER,
             masking_params={"mask_ratio": 0.5}, **common,
         )  # fmt: skip
+        clm_cfg = T.TrainConfig(architecture="clm", masking="random", tokenization="overlapping", **common)
+        clm_barcode_cfg = T.TrainConfig(architecture="clm", masking="random", tokenization="non-overlapping", **common)
 
         if not args.gpu_only:
             # --- 1 + 2: interleaved rounds ------------------------------------------------
@@ -310,6 +319,8 @@ def main(argv=None) -> dict:
                 variants["dnalm MLM, torch's dropout"] = lambda: run_dnalm(mlm_cfg, genome, work / "mlm", torch_dropout=True)
                 variants["dnalm MLM, LM head at every position"] = lambda: run_dnalm(mlm_cfg, genome, work / "mlm", full_head=True)
             variants["dnalm MAE (barcodes, 50 % masked)"] = lambda: run_dnalm(mae_cfg, barcodes, work / "mae")
+            variants["dnalm CLM (genome, overlapping 6-mers)"] = lambda: run_dnalm(clm_cfg, genome, work / "clm")
+            variants["dnalm CLM (barcodes, non-overlapping 6-mers)"] = lambda: run_dnalm(clm_barcode_cfg, barcodes, work / "clmb")
             per_round = {name: [] for name in variants}
             for r in range(args.rounds):
                 for name, fn in variants.items():
@@ -318,6 +329,12 @@ def main(argv=None) -> dict:
             results["throughput"] = {
                 name: {"median": statistics.median(v), "best": max(v), "rounds": v} for name, v in per_round.items()
             }
+            mlm_rounds = per_round["dnalm MLM"]
+            results["vs_mlm"] = {
+                name: {"median_of_rounds": statistics.median(a / b for a, b in zip(v, mlm_rounds)),
+                       "per_round": [a / b for a, b in zip(v, mlm_rounds)]}
+                for name, v in per_round.items() if name.startswith("dnalm")
+            }  # fmt: skip
             base = per_round.get("trainer (HF Trainer, MLM)")
             if base:
                 results["speedup_vs_trainer"] = {
@@ -342,7 +359,12 @@ def main(argv=None) -> dict:
                 )
                 corpus = genome if preset["corpus"] == "genome" else barcodes
                 rate = pipeline_rate(cfg, corpus, npmi, args.pipeline_seconds)
-                model_rate = consumed if preset["architecture"] == "mlm" else statistics.median(per_round["dnalm MAE (barcodes, 50 % masked)"])
+                model_variant = {
+                    "mlm": "dnalm MLM", "mae": "dnalm MAE (barcodes, 50 % masked)",
+                    "clm": "dnalm CLM (genome, overlapping 6-mers)" if preset["corpus"] == "genome"
+                    else "dnalm CLM (barcodes, non-overlapping 6-mers)",
+                }[preset["architecture"]]  # fmt: skip
+                model_rate = statistics.median(per_round[model_variant])
                 results["pipeline"][name] = {"tokens_per_s": rate, "model_tokens_per_s": model_rate, "ratio": rate / model_rate}
 
         # --- 4: BERT-base bf16 MFU on a GPU ---------------------------------------------------
@@ -367,14 +389,16 @@ def main(argv=None) -> dict:
     # --- report -------------------------------------------------------------------------------
     print(f"\ndevice {args.device}, {args.threads} threads, torch {torch.__version__}, {args.rounds} rounds x {args.steps} steps\n")
     if "throughput" in results:
-        print("| variant | tokens/s, best round | median | x Trainer (best / best) | x Trainer, median of the rounds' ratios | per round |")
-        print("|---|---:|---:|---:|---:|---|")
+        print("| variant | tokens/s, best round | median | x Trainer (best / best) | x Trainer, median of the rounds' ratios | x dnalm MLM, median of the rounds' ratios | per round |")
+        print("|---|---:|---:|---:|---:|---:|---|")
         for name, r in results["throughput"].items():
             sp = results.get("speedup_vs_trainer", {}).get(name)
+            vs = results["vs_mlm"].get(name)
             rounds = ", ".join(f"{v:,.0f}" for v in r["rounds"])
             best = f"{sp['of_bests']:.2f}" if sp else "-"
             paired = f"{sp['median_of_rounds']:.2f}" if sp else "-"
-            print(f"| {name} | {r['best']:,.0f} | {r['median']:,.0f} | {best} | {paired} | {rounds} |")
+            mlm = f"{vs['median_of_rounds']:.2f}" if vs else "-"
+            print(f"| {name} | {r['best']:,.0f} | {r['median']:,.0f} | {best} | {paired} | {mlm} | {rounds} |")
         print("\n| preset | pipeline tokens/s | model tokens/s | pipeline / model |")
         print("|---|---:|---:|---:|")
         for name, r in results["pipeline"].items():

@@ -1,4 +1,5 @@
-"""Rule plot_training: loss and achieved mask rate against the step, per model."""
+"""Rule plot_training: training and validation loss and accuracy, and the achieved mask rate,
+against the step, per model."""
 
 import pandas as pd
 

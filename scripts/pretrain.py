@@ -3,9 +3,10 @@
 With ``resources: gpu`` > 1 the job runs data-parallel, one process per GPU (torchrun);
 with ``resources: nodes`` > 1 (a multi-node SLURM job) on every node of the job. On
 SIGTERM/SIGUSR1 the run checkpoints after its current step and the job exits with status
-75 (``dnalm.preemption``): a retry resumes it."""
+75 (``dnalm.preemption``): a retry resumes it. An output named ``validation`` receives the
+validation scores of the model and of the no-model predictors as tidy metric rows."""
 
-from dnalm import distributed, gpus, logs, train
+from dnalm import distributed, gpus, io, logs, train, validation
 
 log = logs.to_file(snakemake.log[0])
 n_gpus = int(snakemake.resources.get("gpu", 0))
@@ -22,4 +23,6 @@ summary = distributed.launch(
     nproc=n_gpus,
     nodes=int(snakemake.resources.get("nodes", 1)),
 )
+if snakemake.output.get("validation"):
+    io.write_tsv(validation.validation_table(summary, snakemake.wildcards.model), snakemake.output.validation)
 log.info("done: %s", summary)

@@ -271,3 +271,101 @@ def test_batches_are_length_bucketed(encoder_dir, monkeypatch):
     one_by_one = np.stack([embed.embed_sequences(model, meta, [s], progress=False, max_tokens=MAX_TOKENS, long="chunk")[0]
                            for s in seqs])
     np.testing.assert_allclose(got, one_by_one, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------
+# pooling: mean | cls | last, and causal models
+# ----------------------------------------------------------------------------------------
+
+
+def test_pool_weights_on_any_attention_and_special_masks():
+    """Generic over tokenizers: left padding, special tokens anywhere, rows without a kept token."""
+    attention = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]])
+    keep = torch.tensor([[0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0], [0, 1, 0, 1, 0, 1]]).bool()  # row 1: none kept
+    mean = embed.pool_weights(attention, keep, "mean")
+    assert mean.tolist() == [[0, 0, 0, 1, 1, 0], [1, 1, 1, 0, 0, 0], [0, 1, 0, 1, 0, 0]]
+    cls = embed.pool_weights(attention, keep, "cls")
+    assert cls.tolist() == [[0, 0, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]]
+    last = embed.pool_weights(attention, keep, "last")  # row 2: position 5 is kept but not attended
+    assert last.tolist() == [[0, 0, 0, 0, 1, 0], [0, 0, 1, 0, 0, 0], [0, 0, 0, 1, 0, 0]]
+    # mean pooling is the pooling mask of dnalm's own tokens
+    ids = torch.tensor([[2, 7, 9, 1, 3, 0]])
+    att = (ids != 0).long()
+    assert torch.equal(embed.pool_weights(att, ids >= dseq.N_SPECIAL, "mean"), embed.pooling_mask(ids, att))
+    with pytest.raises(ValueError, match="pooling"):
+        embed.pool_weights(attention, keep, "max")
+
+
+@pytest.fixture(scope="module")
+def causal_dir(tmp_path_factory):
+    """A causal model as the trainer saves it (GPT2LMHeadModel), with pooling: last."""
+    from dnalm.models import GPTCLM
+
+    torch.manual_seed(1)
+    directory = tmp_path_factory.mktemp("clm")
+    GPTCLM({"layers": 2, "hidden": 32, "heads": 2}, dseq.vocab_size(K), MAX_POS).save_pretrained(directory)
+    meta = {"k": K, "tokenization": "overlapping", "max_tokens": MAX_TOKENS, "pooling": "last"}
+    (directory / "dnalm.json").write_text(json.dumps(meta))
+    return directory
+
+
+def _direct(model, tokens, pooling):
+    """A plain transformers forward of one window (no padding) and the pooled vector, the
+    positions chosen by hand."""
+    with torch.no_grad():
+        h = model(input_ids=torch.tensor([list(tokens)])).last_hidden_state[0].numpy()
+    kmers = [i for i, t in enumerate(tokens) if t >= dseq.N_SPECIAL]
+    if pooling == "cls":
+        return h[0]
+    if pooling == "last":
+        return h[kmers[-1] if kmers else len(tokens) - 1]
+    return h[kmers].mean(0) if kmers else h.mean(0)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "last"])
+@pytest.mark.parametrize("which", ["bert", "gpt"])
+def test_pooled_embeddings_equal_a_direct_forward(encoder_dir, causal_dir, which, pooling):
+    model, meta = embed.load_encoder(encoder_dir if which == "bert" else causal_dir, device="cpu")
+    assert type(model).__name__ == ("BertModel" if which == "bert" else "GPT2Model")
+    rng = np.random.default_rng(8)
+    seqs = _random_sequences(rng, 20) + ["ACGTTGCANN", "NNNNN"]
+    got = embed.embed_sequences(model, meta, seqs, batch_size=6, progress=False, pooling=pooling)
+    want = [_direct(model, embed.tokenize_for_model([s], K, "overlapping", MAX_POS)[0], pooling) for s in seqs]
+    np.testing.assert_allclose(got, np.stack(want), atol=1e-5, rtol=0)
+
+
+def test_pooling_comes_from_dnalm_json(encoder_dir, causal_dir):
+    model, meta = embed.load_encoder(causal_dir, device="cpu")
+    assert meta["pooling"] == "last"
+    seqs = _random_sequences(np.random.default_rng(9), 6)
+    default = embed.embed_sequences(model, meta, seqs, progress=False)
+    np.testing.assert_allclose(default, embed.embed_sequences(model, meta, seqs, progress=False, pooling="last"))
+    assert not np.allclose(default, embed.embed_sequences(model, meta, seqs, progress=False, pooling="mean"))
+    model, meta = embed.load_encoder(encoder_dir, device="cpu")  # no pooling key: mean
+    np.testing.assert_allclose(
+        embed.embed_sequences(model, meta, seqs, progress=False),
+        embed.embed_sequences(model, meta, seqs, progress=False, pooling="mean"),
+    )
+
+
+def test_causal_model_chunked_last_pooling_averages_its_windows(causal_dir):
+    """long='chunk' with pooling 'last': the mean over the windows of each window's last
+    k-mer state (a causal model's summary of that window)."""
+    model, meta = embed.load_encoder(causal_dir, device="cpu")
+    limit = 12
+    s = "".join(np.random.default_rng(10).choice(list("ACGT"), size=40))
+    got = embed.embed_sequences(model, meta, [s], progress=False, max_tokens=limit, long="chunk")[0]
+    kmers = list(dseq.tokenize(s, K, "overlapping", add_special=False))
+    windows = [[dseq.CLS_ID, *kmers[i : i + limit - 2], dseq.SEP_ID] for i in range(0, len(kmers), limit - 2)]
+    assert len(windows) == 4
+    np.testing.assert_allclose(got, np.mean([_direct(model, w, "last") for w in windows], axis=0), atol=1e-5)
+
+
+def test_bad_pooling_in_dnalm_json(tmp_path, causal_dir):
+    import shutil
+
+    shutil.copytree(causal_dir, tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "dnalm.json").read_text())
+    (tmp_path / "m" / "dnalm.json").write_text(json.dumps({**meta, "pooling": "max"}))
+    with pytest.raises(InputError, match="pooling 'max'"):
+        embed.load_encoder(tmp_path / "m", device="cpu")

@@ -113,15 +113,44 @@ def test_plot_training(tmp_path):
             }
         )
     fig = _check_outputs(lambda p: plots.plot_training(curves, p), tmp_path, "training")
-    loss_ax, rate_ax = fig.axes
+    loss_ax, acc_ax, rate_ax = fig.axes
     assert "loss" in loss_ax.get_title().lower() and "mask rate" in rate_ax.get_title().lower()
+    assert "accuracy" in acc_ax.get_title().lower()
     assert "step" in loss_ax.get_xlabel() and "fraction" in rate_ax.get_ylabel()
     # long curve: faint raw + smoothed; short curve: raw with markers -> 3 lines per panel
-    assert len(loss_ax.get_lines()) == 3 and len(rate_ax.get_lines()) == 3
+    assert len(loss_ax.get_lines()) == 3 and len(rate_ax.get_lines()) == 3 and len(acc_ax.get_lines()) == 3
     raw = [ln for ln in rate_ax.get_lines() if len(ln.get_xdata()) == 20][0]
     np.testing.assert_allclose(raw.get_ydata(), curves["mae-random"]["mask_rate"])
+    assert loss_ax.get_legend() is None  # no validation values: no training/validation key
     with pytest.raises(ValueError, match="mask_rate"):
         plots.plot_training({"m": curves["mae-random"].drop(columns="mask_rate")}, tmp_path / "bad.png")
+
+
+def test_plot_training_validation_curves_and_causal_model(tmp_path):
+    """Validation values (on some rows only) are drawn as their own line in the loss and
+    accuracy panels, at their steps; a causal model (empty mask rate) has no mask-rate line."""
+    step = np.arange(1, 11) * 10
+    every_third = np.where(np.arange(10) % 3 == 2, 1.0, np.nan)
+    curves = {
+        "mlm": pd.DataFrame({"step": step, "loss": np.linspace(5, 2, 10), "masked_acc": np.linspace(0, 0.4, 10),
+                             "mask_rate": 0.15, "val_loss": every_third * np.linspace(5.1, 2.2, 10),
+                             "val_masked_acc": every_third * np.linspace(0, 0.35, 10)}),
+        "gpt": pd.DataFrame({"step": step, "loss": np.linspace(4, 1, 10), "masked_acc": np.linspace(0.1, 0.5, 10),
+                             "mask_rate": np.nan, "val_loss": np.nan, "val_masked_acc": np.nan}),
+    }  # fmt: skip
+    fig = _check_outputs(lambda p: plots.plot_training(curves, p), tmp_path, "training_val")
+    loss_ax, acc_ax, rate_ax = fig.axes
+    assert len(loss_ax.get_lines()) == 3 and len(acc_ax.get_lines()) == 3 and len(rate_ax.get_lines()) == 1
+    (val_loss,) = [ln for ln in loss_ax.get_lines() if ln.get_linestyle() == ":"]
+    np.testing.assert_allclose(val_loss.get_xdata(), [30, 60, 90])
+    np.testing.assert_allclose(val_loss.get_ydata(), np.linspace(5.1, 2.2, 10)[[2, 5, 8]])
+    (val_acc,) = [ln for ln in acc_ax.get_lines() if ln.get_linestyle() == ":"]
+    np.testing.assert_allclose(val_acc.get_ydata(), np.linspace(0, 0.35, 10)[[2, 5, 8]])
+    np.testing.assert_allclose(rate_ax.get_lines()[0].get_ydata(), 0.15)
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["training", "validation (held out)"]
+    assert not rate_ax.texts  # a masking model has a mask rate
+    only_causal = plots.plot_training({"gpt": curves["gpt"]}, tmp_path / "gpt.png")
+    assert [t.get_text() for t in only_causal.axes[2].texts] == ["no masking (causal models)"]
 
 
 def test_plot_top_kmers(tmp_path):

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, load_model
 
-from dnalm.corpus import Corpus, save_corpus
-from dnalm.train import TrainConfig, config_hash, launch
+from dnalm.corpus import Corpus, load_corpus, save_corpus
+from dnalm.train import Batcher, Dist, TrainConfig, build_model, config_hash, launch
+from dnalm.validation import Validation
 
 SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts")
 
@@ -47,10 +48,11 @@ KILLED_WORKER = textwrap.dedent("""
     """)
 
 
-def test_two_process_run_trains_checkpoints_and_resumes(corpus_path, tmp_path):
+@pytest.mark.parametrize("arch", ["mlm", "clm"])
+def test_two_process_run_trains_checkpoints_and_resumes(corpus_path, tmp_path, arch):
     cfg = TrainConfig(
         k=3, max_tokens=24, size={"layers": 1, "hidden": 16, "heads": 2}, steps=6, batch_size=4,
-        warmup_steps=1, checkpoint_every=2, log_every=3, num_threads=2, device="cpu",
+        warmup_steps=1, checkpoint_every=2, log_every=3, num_threads=2, device="cpu", architecture=arch,
     )  # fmt: skip
     out, metrics, ckpt = tmp_path / "model", tmp_path / "metrics.tsv", tmp_path / "ckpt"
     summary = launch(cfg, corpus_path, out, metrics, ckpt, nproc=2)
@@ -58,6 +60,8 @@ def test_two_process_run_trains_checkpoints_and_resumes(corpus_path, tmp_path):
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
     m = pd.read_csv(metrics, sep="\t")
     assert m["step"].tolist() == [3, 6] and np.isfinite(m["loss"]).all()
+    # the validation slice is evaluated by both processes, half of its batches each
+    assert np.isfinite(m["val_loss"]).all() and summary["final_val_loss"] == m["val_loss"].iloc[-1]
     # the checkpoint holds both ranks' generator states (different streams), under a hash
     # that includes the number of processes
     (last,) = [d for d in ckpt.iterdir() if d.name.startswith("ckpt-")]
@@ -67,6 +71,14 @@ def test_two_process_run_trains_checkpoints_and_resumes(corpus_path, tmp_path):
     assert len(state["intervals"]) == 2
     assert len(torch.load(last / "rng.pt", weights_only=True)) == 2
     reference = load_file(str(out / "model.safetensors"))
+    # ... and their sums are those of one process scoring every batch with the final weights
+    module = build_model(cfg).eval()
+    load_model(module, str(last / "model.safetensors"))
+    validation = Validation(Batcher(load_corpus(corpus_path), cfg, None, np.random.default_rng(0)), cfg)
+    assert len(validation.batches) == 2
+    alone = validation.evaluate(module, lambda t: module(**t), Dist())
+    assert alone["val_loss"] == pytest.approx(m["val_loss"].iloc[-1], rel=1e-6)
+    assert alone["val_masked_acc"] == pytest.approx(m["val_masked_acc"].iloc[-1])
 
     # the same run killed (both processes, SIGKILL) after step 5: its latest checkpoint is
     # step 4, half-way through the metrics interval 4-6 (checkpoint_every 2, log_every 3)
@@ -94,7 +106,7 @@ def test_two_process_run_trains_checkpoints_and_resumes(corpus_path, tmp_path):
     resumed = load_file(str(out2 / "model.safetensors"))
     assert resumed.keys() == reference.keys()
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
-    cols = ["step", "loss", "masked_acc", "mask_rate", "lr"]
+    cols = ["step", "loss", "masked_acc", "mask_rate", "val_loss", "val_masked_acc", "lr"]
     pd.testing.assert_frame_equal(pd.read_csv(metrics2, sep="\t")[cols], m[cols])
 
 
@@ -172,6 +184,6 @@ def test_signals_stop_a_data_parallel_run_after_a_checkpoint(corpus_path, tmp_pa
     launch(cfg, corpus_path, tmp_path / "model", tmp_path / "metrics.tsv", ckpt, nproc=2)
     resumed = load_file(str(tmp_path / "model" / "model.safetensors"))
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
-    cols = ["step", "loss", "masked_acc", "mask_rate", "lr"]
+    cols = ["step", "loss", "masked_acc", "mask_rate", "val_loss", "val_masked_acc", "lr"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.tsv", sep="\t")[cols],
                                   pd.read_csv(tmp_path / "ref.tsv", sep="\t")[cols])  # fmt: skip

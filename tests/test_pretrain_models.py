@@ -1,6 +1,7 @@
 """The training modules (dnalm.models): MLM head at masked positions only, the masked
 autoencoder (encoder over visible tokens only, original positions, loss on masked positions),
-and packed rows (several windows per row) computing exactly what unpacked rows compute."""
+the causal LM (next-token loss, causal attention), and packed rows (several windows per row)
+computing exactly what unpacked rows compute."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,16 @@ import torch.nn.functional as F
 
 from dnalm import seq
 from dnalm.batches import pack_rows
-from dnalm.models import BertMAE, BertMLM, bert_config, pack_visible, segment_attention
+from dnalm.models import (
+    BertMAE,
+    BertMLM,
+    GPTCLM,
+    bert_config,
+    causal_segment_attention,
+    gpt2_config,
+    pack_visible,
+    segment_attention,
+)
 
 TINY = {"layers": 2, "hidden": 32, "heads": 2}
 DEC = {"layers": 1, "hidden": 16, "heads": 2}
@@ -159,6 +169,81 @@ def test_mae_save_pretrained_loads_with_automodel(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------
+# causal LM
+# ----------------------------------------------------------------------------------------
+
+
+def test_gpt2_config_from_size():
+    c = gpt2_config({"layers": 3, "hidden": 48, "heads": 6, "dropout": 0.0, "attention_dropout": 0.2}, 69, 100)
+    assert (c.n_layer, c.n_embd, c.n_head, c.n_inner) == (3, 48, 6, 192)
+    assert (c.resid_pdrop, c.embd_pdrop, c.attn_pdrop) == (0.0, 0.0, 0.2)
+    assert (c.vocab_size, c.n_positions, c.max_position_embeddings) == (69, 100, 100)
+    assert (c.pad_token_id, c.bos_token_id, c.eos_token_id) == (seq.PAD_ID, seq.CLS_ID, seq.SEP_ID)
+    with pytest.raises(ValueError, match="multiple"):
+        gpt2_config({"layers": 1, "hidden": 10, "heads": 3}, 9, 9)
+
+
+def test_causal_segment_attention():
+    segments = torch.tensor([[1, 1, 2, 2, 2, 0], [1, 1, 1, 1, 0, 0]])
+    m = causal_segment_attention(segments)
+    assert m.shape == (2, 1, 6, 6) and m.dtype == torch.bool
+    for b in range(2):
+        for q in range(6):
+            for k in range(6):
+                want = int(segments[b, q]) == int(segments[b, k]) and k <= q
+                assert bool(m[b, 0, q, k]) == want
+    assert m.any(-1).all()
+
+
+def test_clm_forward_equals_the_lm_loss_of_transformers():
+    """The module's loss is GPT2LMHeadModel's own (shifted) loss with every non-target label
+    ignored, on padded rows with the usual 2-D attention mask; its logits are the LM's at
+    the column before each target."""
+    torch.manual_seed(0)
+    model = GPTCLM(TINY, V3, 64).eval()
+    ids, segments, positions, _ = _rows()
+    target = ids >= seq.N_SPECIAL
+    with torch.no_grad():
+        out = model(ids, ids, target, segments, positions)
+        full = model.lm(input_ids=ids, attention_mask=segments, labels=torch.where(target, ids, -100))
+    assert torch.allclose(out["loss"], full.loss, atol=1e-6)
+    assert torch.allclose(out["logits_masked"], full.logits[:, :-1][target[:, 1:]], atol=1e-5)
+    assert torch.equal(out["labels_masked"], ids[target])
+
+
+def test_clm_prediction_reads_only_the_tokens_before():
+    """Changing the tokens from column c on changes no output before c (causal), and each
+    row's predictions are those of the row alone (padding and other rows do not leak)."""
+    torch.manual_seed(0)
+    model = GPTCLM(TINY, V3, 64).eval()
+    ids, segments, _, _ = _rows(lengths=(24, 24))
+    other = ids.clone()
+    other[:, 12:23] = torch.randint(5, V3, (2, 11))
+    with torch.no_grad():
+        a = model.encoder(input_ids=ids, attention_mask=causal_segment_attention(segments)).last_hidden_state
+        b = model.encoder(input_ids=other, attention_mask=causal_segment_attention(segments)).last_hidden_state
+    assert torch.allclose(a[:, :12], b[:, :12], atol=1e-6) and not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+def test_clm_save_pretrained_loads_with_automodel(tmp_path):
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = GPTCLM(TINY, V3, 64).eval()
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(loaded).__name__ == "GPT2Model"
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids, segments, _, _ = _rows()
+    with torch.no_grad():
+        assert torch.equal(
+            loaded(input_ids=ids, attention_mask=segments).last_hidden_state,
+            model.encoder(input_ids=ids, attention_mask=segments).last_hidden_state,
+        )
+        assert torch.equal(lm(input_ids=ids).logits, model.lm(input_ids=ids).logits)
+
+
+# ----------------------------------------------------------------------------------------
 # packed rows
 # ----------------------------------------------------------------------------------------
 
@@ -211,11 +296,11 @@ def _layout(windows, rows):
     return ids, segs, pos, mask, where
 
 
-@pytest.mark.parametrize("arch", ["mlm", "mae"])
+@pytest.mark.parametrize("arch", ["mlm", "mae", "clm"])
 def test_packed_rows_compute_what_unpacked_rows_compute(arch):
-    """Block-diagonal attention + per-window position ids: a packed batch gives every
-    window's masked positions the same logits (and the batch the same loss) as one window
-    per row."""
+    """Block-diagonal attention (causal within each window for the causal model) + per-window
+    position ids: a packed batch gives every window's masked (CLM: target) positions the same
+    logits (and the batch the same loss) as one window per row."""
     rng = np.random.default_rng(2)
     windows = []
     for n in (30, 7, 12, 19, 5, 26, 9):
@@ -224,7 +309,10 @@ def test_packed_rows_compute_what_unpacked_rows_compute(arch):
         m[1] = True
         windows.append((t, m))
     torch.manual_seed(0)
-    model = (BertMLM(TINY, V3, 64) if arch == "mlm" else BertMAE(TINY, DEC, V3, 64)).eval()
+    model = {"mlm": lambda: BertMLM(TINY, V3, 64), "mae": lambda: BertMAE(TINY, DEC, V3, 64),
+             "clm": lambda: GPTCLM(TINY, V3, 64)}[arch]().eval()  # fmt: skip
+    if arch == "clm":  # next-token targets: every k-mer
+        windows = [(t, t >= 5) for t, _ in windows]
 
     def logits_by_window(rows, packed):
         ids, segs, pos, mask, where = _layout(windows, rows)

@@ -685,7 +685,7 @@ def test_kill_and_resume_reaches_identical_weights(random_corpus_path, tmp_path)
     )  # decoder too
     a = pd.read_csv(tmp_path / f"ref_{arch}_metrics.tsv", sep="\t")
     b = pd.read_csv(tmp_path / "kill_metrics.tsv", sep="\t")
-    cols = ["step", "loss", "masked_acc", "mask_rate", "lr"]
+    cols = ["step", "loss", "masked_acc", "mask_rate", "val_loss", "val_masked_acc", "lr"]
     pd.testing.assert_frame_equal(a[cols], b[cols])
 
     # the same with MLM, resumed in-process from a mid-run checkpoint of a shorter-lived run
@@ -752,7 +752,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_resumes_identically(
     assert steps == list(range(stopped + 1, 41))
     assert not (ckpt / "preempted.json").exists()
     assert_same_weights(weights(tmp_path / "ref_model"), weights(tmp_path / "term_model"))
-    cols = ["step", "loss", "masked_acc", "mask_rate", "lr"]
+    cols = ["step", "loss", "masked_acc", "mask_rate", "val_loss", "val_masked_acc", "lr"]
     a, b = (pd.read_csv(tmp_path / f"{name}_metrics.tsv", sep="\t")[cols] for name in ("ref", "term"))
     pd.testing.assert_frame_equal(a, b)
 
@@ -847,6 +847,9 @@ def test_bench_train_quick_smoke(tmp_path):
     res = json.loads(out.read_text())
     tp = res["throughput"]
     assert {"trainer (HF Trainer, MLM)", "dnalm MLM", "dnalm MAE (barcodes, 50 % masked)"} <= tp.keys()
+    clm = {"dnalm CLM (genome, overlapping 6-mers)", "dnalm CLM (barcodes, non-overlapping 6-mers)"}
+    assert clm <= tp.keys() and all(tp[name]["best"] > 0 for name in clm)
+    assert res["vs_mlm"]["dnalm MLM"]["median_of_rounds"] == 1.0
     for name in ("trainer (HF Trainer, MLM)", "dnalm MLM"):
         assert len(tp[name]["rounds"]) == 1 and tp[name]["best"] > 0 and math.isfinite(tp[name]["best"])
     assert res["speedup_vs_trainer"]["dnalm MLM"]["of_bests"] > 0
@@ -858,7 +861,7 @@ def test_bench_train_quick_smoke(tmp_path):
 ROUNDTRIP = textwrap.dedent("""
     import json, sys
     import numpy as np, torch
-    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     out = {}
     for job in json.loads(sys.argv[1]):
@@ -873,6 +876,9 @@ ROUNDTRIP = textwrap.dedent("""
             if name == "mlm":  # the LM head was saved too
                 mlm = AutoModelForMaskedLM.from_pretrained(d).eval()
                 np.save(d + "/logits.npy", mlm(input_ids=ids, attention_mask=attn).logits.numpy())
+            if name == "clm":  # the causal LM with its head
+                clm = AutoModelForCausalLM.from_pretrained(d).eval()
+                np.save(d + "/logits.npy", clm(input_ids=ids, attention_mask=attn).logits.numpy())
     print(json.dumps(out))
     """)
 
@@ -881,13 +887,14 @@ def test_saved_model_and_tokenizer_load_in_fresh_process(random_corpus_path, tmp
     jobs, modules = [], {}
     rng = np.random.default_rng(0)
     seqs = ["".join(rng.choice(list("ACGTN"), int(n), p=[0.24, 0.24, 0.24, 0.24, 0.04])) for n in (30, 45, 61)]
-    for arch, tok in (("mlm", "overlapping"), ("mae", "non-overlapping")):
+    for arch, tok in (("mlm", "overlapping"), ("mae", "non-overlapping"), ("clm", "non-overlapping")):
         cfg = tiny(architecture=arch, tokenization=tok, k=4, steps=4)
         run(cfg, random_corpus_path, tmp_path, arch)
         model_dir = tmp_path / f"{arch}_model"
         assert sorted(os.listdir(model_dir)) == [
             "config.json",
             "dnalm.json",
+            *(["generation_config.json"] if arch == "clm" else []),
             "model.safetensors",
             "tokenizer.json",
             "tokenizer_config.json",
@@ -922,7 +929,7 @@ def test_saved_model_and_tokenizer_load_in_fresh_process(random_corpus_path, tmp
     for arch, (module, ids, attn) in modules.items():
         # the saved tokenizer agrees token for token with the fast numpy path ([UNK] for N)
         assert results[f"{arch}_ids"] == ids.tolist()
-        assert results[f"{arch}_class"] == "BertModel"
+        assert results[f"{arch}_class"] == ("GPT2Model" if arch == "clm" else "BertModel")
         encoder = module.encoder
         with torch.no_grad():
             want = encoder(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attn)).last_hidden_state.numpy()
@@ -931,3 +938,7 @@ def test_saved_model_and_tokenizer_load_in_fresh_process(random_corpus_path, tmp
     with torch.no_grad():
         want = module.mlm(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attn)).logits.numpy()
     np.testing.assert_allclose(np.load(tmp_path / "mlm_model" / "logits.npy"), want, atol=1e-4)
+    module, ids, attn = modules["clm"]
+    with torch.no_grad():
+        want = module.lm(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attn)).logits.numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "clm_model" / "logits.npy"), want, atol=1e-4)

@@ -40,8 +40,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dnalm.train")
 
-#: config fields that do not change the trajectory of a run: left out of the config hash
-HASH_EXEMPT = ("checkpoint_every", "log_every", "num_threads", "prefetch", "tensorboard")
+#: config fields that do not change the trajectory of a run: left out of the config hash.
+#: ``eval_every`` (like ``log_every``) only says which metrics rows carry a validation value
+#: (the evaluation draws nothing and changes no weight), so a run resumed with another value
+#: continues the same trajectory, its rows at the new cadence; ``pooling`` is read at
+#: embedding time only. ``val_fraction`` and ``val_max_windows`` are hashed: they decide
+#: which windows are trained on.
+HASH_EXEMPT = ("checkpoint_every", "log_every", "num_threads", "prefetch", "tensorboard", "eval_every", "pooling")
 _CKPT_RE = re.compile(r"ckpt-(\d{8})-([0-9a-f]{12})")
 _STATE_KEYS = ("step", "config_hash", "numpy_rng")
 

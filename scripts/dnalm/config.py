@@ -54,6 +54,17 @@ PRESETS: dict[str, dict] = {
         "architecture": "mae", "masking": "genemask", "tokenization": "non-overlapping", "k": 6,
         "corpus": "barcodes", "masking_params": {"mask_ratio": 0.5, "keep_fraction": 0.5},
     },
+    # GPT-2-style causal LM on barcodes (BarcodeMAE's causal comparison): next-token loss
+    # over non-overlapping 6-mers, the tokens BarcodeBERT/MAE read
+    "barcodegpt": {
+        "architecture": "clm", "masking": "random", "tokenization": "non-overlapping", "k": 6,
+        "corpus": "barcodes",
+    },
+    # GPT-2-style causal LM on the genome: overlapping 6-mers (the next token adds one base)
+    "dnagpt": {
+        "architecture": "clm", "masking": "random", "tokenization": "overlapping", "k": 6,
+        "corpus": "genome",
+    },
 }
 
 #: Keys of a resolved model entry that are not training-loop settings.

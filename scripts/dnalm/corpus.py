@@ -12,11 +12,15 @@ Two builders:
 * :func:`barcode_windows` (BarcodeBERT/MAE style): one window per DNA barcode;
   :func:`barcode_corpus` first chooses the splits (``corpus.barcodes.splits``, by default
   ``auto``: :func:`pretraining_splits`) and refuses an empty corpus.
+
+:func:`validation_split` holds a few windows of a corpus out of pretraining (the
+validation slice of :mod:`dnalm.validation`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -65,6 +69,30 @@ class Corpus:
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         bases = np.concatenate(windows).astype(np.uint8) if windows else np.zeros(0, np.uint8)
         return cls(bases, offsets)
+
+
+#: seeds the validation split apart from every other generator of a run
+VALIDATION_STREAM = 0x76616C  # "val"
+
+
+def validation_split(n_windows: int, fraction: float, max_windows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(validation, training)``: sorted window indices of a corpus of ``n_windows``.
+
+    The validation slice is ``min(max_windows, ceil(fraction * n_windows))`` windows (none
+    when ``fraction`` is 0; always at least one training window), the first ones of
+    ``np.random.default_rng([seed, VALIDATION_STREAM, 0]).permutation(n_windows)``: a
+    generator of its own, so the split depends on nothing but these four numbers. The two
+    index arrays are disjoint and together cover every window.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    n_val = min(int(max_windows), math.ceil(fraction * n_windows), max(0, n_windows - 1)) if fraction > 0 else 0
+    if n_val == 0:
+        return np.zeros(0, dtype=np.int64), np.arange(n_windows, dtype=np.int64)
+    order = np.random.default_rng([seed, VALIDATION_STREAM, 0]).permutation(n_windows)
+    held = np.zeros(n_windows, dtype=bool)
+    held[order[:n_val]] = True
+    return np.flatnonzero(held).astype(np.int64), np.flatnonzero(~held).astype(np.int64)
 
 
 def _acgt_runs(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,16 @@
 """Sequence embeddings from pretrained encoders, and the k-mer spectrum baseline.
 
-DESIGN.md "Embeddings": the embedding of a sequence is the mean of the encoder's last
-hidden layer over its non-padding, non-special tokens. Embeddings are stored together with
-the sequence ids, one ``.npz`` file per (model, dataset); see :func:`save_embeddings`.
+DESIGN.md "Embeddings": the embedding of a sequence pools the last hidden layer of the
+model over its tokens (:func:`pool_weights`): by default the mean over its non-padding,
+non-special tokens; ``pooling: cls`` takes the first token, ``pooling: last`` the last
+non-special one (the natural choice for a causal model, whose last token has read the whole
+sequence). Embeddings are stored together with the sequence ids, one ``.npz`` file per
+(model, dataset); see :func:`save_embeddings`.
 
 A model directory is what the trainer writes: ``save_pretrained`` output (a
-``BertForMaskedLM`` or a bare ``BertModel`` encoder; ``AutoModel`` loads the encoder of
-either) plus ``dnalm.json`` with at least ``k``, ``tokenization`` and ``max_tokens``.
+``BertForMaskedLM``, a bare ``BertModel`` encoder or a ``GPT2LMHeadModel``; ``AutoModel``
+loads the encoder, or the decoder stack, of each) plus ``dnalm.json`` with at least ``k``,
+``tokenization`` and ``max_tokens``, and optionally ``pooling`` (default ``mean``).
 
 The non-neural baseline of every table, :func:`kmer_spectrum`, lives here too so that the
 evaluation stage treats it exactly like a model's embeddings.
@@ -27,6 +31,7 @@ from .io import InputError, atomic_path
 
 META_FILE = "dnalm.json"
 REQUIRED_META = ("k", "tokenization", "max_tokens")
+POOLINGS = ("mean", "cls", "last")
 
 
 def read_meta(model_dir: str | os.PathLike) -> dict:
@@ -45,6 +50,8 @@ def read_meta(model_dir: str | os.PathLike) -> dict:
         raise InputError(path, f"tokenization {meta['tokenization']!r} is not one of {dseq.TOKENIZATIONS}")
     if int(meta["k"]) < 1 or int(meta["max_tokens"]) < 3:
         raise InputError(path, "k must be >= 1 and max_tokens >= 3")
+    if meta.get("pooling", "mean") not in POOLINGS:
+        raise InputError(path, f"pooling {meta['pooling']!r} is not one of {POOLINGS}")
     return meta
 
 
@@ -130,15 +137,46 @@ def sequence_windows(sequences: Sequence[str], k: int, tokenization: str, max_le
     return [chunk_tokens(dseq.tokenize(s, k, tokenization), max_len) for s in sequences]
 
 
-def window_weights(input_ids, attention_mask):
+def pool_weights(attention_mask, keep, pooling: str = "mean"):
+    """Per-token weights (B, L) of a pooling, for any tokenizer (torch tensors).
+
+    ``attention_mask``: the tokens the model reads (> 0); ``keep``: bool, the tokens that may
+    stand for the sequence (not special; for dnalm's tokenizers the k-mer tokens, not [UNK]).
+    ``mean``: 1 on attended ``keep`` tokens (a row with none: on all its attended tokens);
+    ``cls``: 1 on the first attended token; ``last``: 1 on the last attended ``keep`` token
+    (a row with none: its last attended token). The pooled vector is the weighted mean of
+    the hidden states.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    import torch
+
+    attended = attention_mask > 0
+    if pooling == "mean":
+        chosen = keep & attended
+        return (chosen | (~chosen.any(1, keepdim=True) & attended)).float()
+    if pooling == "cls":
+        at = attended.int().argmax(1)
+    else:
+        chosen = keep & attended
+        chosen = torch.where(chosen.any(1, keepdim=True), chosen, attended)
+        at = chosen.shape[1] - 1 - chosen.flip(1).int().argmax(1)
+    weights = torch.zeros(attended.shape, dtype=torch.float32, device=attended.device)
+    return weights.scatter_(1, at[:, None], 1.0)
+
+
+def window_weights(input_ids, attention_mask, pooling: str = "mean"):
     """Pooling weights of windows that are averaged into one sequence embedding (torch).
 
-    :func:`pooling_mask`, except that a window without any k-mer token (all [UNK]) is
-    scaled down to 1e-6, so that it cannot pull the mean of a sequence whose other windows
-    have k-mers (a sequence with no k-mer at all still gets the mean of its tokens).
+    :func:`pool_weights` over the k-mer tokens, except that a window without any k-mer
+    token (all [UNK]) is scaled down to 1e-6, so that it cannot pull the mean of a sequence
+    whose other windows have k-mers (a sequence with no k-mer at all still gets the mean of
+    its tokens). ``mean``: the mean over the k-mer tokens of all windows; ``cls``, ``last``:
+    the mean of the windows' pooled vectors.
     """
-    weights = pooling_mask(input_ids, attention_mask)
-    return weights * (input_ids >= dseq.N_SPECIAL).any(1, keepdim=True).float().clamp(min=1e-6)
+    kmers = input_ids >= dseq.N_SPECIAL
+    weights = pool_weights(attention_mask, kmers, pooling)
+    return weights * kmers.any(1, keepdim=True).float().clamp(min=1e-6)
 
 
 def embed_sequences(
@@ -150,21 +188,23 @@ def embed_sequences(
     progress: bool = True,
     max_tokens: int | None = None,
     long: str = "truncate",
+    pooling: str | None = None,
 ) -> np.ndarray:
-    """Mean-pooled last-hidden-layer embeddings, float32 array ``(len(sequences), hidden)``.
+    """Pooled last-hidden-layer embeddings, float32 array ``(len(sequences), hidden)``.
 
     Sequences are tokenised with the fast numpy tokenizer (``meta["k"]``,
     ``meta["tokenization"]``). A sequence longer than :func:`max_input_tokens` (the model's
     position table, or ``max_tokens`` if given and smaller) is either truncated
     (``long="truncate"``) or split into consecutive windows that each fit
     (``long="chunk"``); a chunked sequence's embedding is the mean over the k-mer tokens of
-    all its windows, so no part of it is dropped and no untrained position is used when
-    ``max_tokens`` is the training length. Windows run in batches of similar length
+    all its windows (``cls``, ``last``: the mean of its windows' pooled vectors), so no part
+    of it is dropped and no untrained position is used when ``max_tokens`` is the training
+    length. ``pooling``: ``mean``, ``cls`` or ``last`` (:func:`pool_weights`; None: the
+    model's ``dnalm.json`` setting, ``mean`` without one). Windows run in batches of similar length
     (sorted longest first, order restored on output) under ``torch.inference_mode`` (bf16
     autocast on CUDA GPUs that support it, :func:`dnalm.device.autocast`).
     ``device="auto"`` keeps the model where it is; any other value moves the model there
-    first. Pooling: see :func:`pooling_mask`. A tqdm progress bar goes to
-    stderr unless ``progress=False``.
+    first. A tqdm progress bar goes to stderr unless ``progress=False``.
     """
     import torch
     from tqdm import tqdm
@@ -175,6 +215,9 @@ def embed_sequences(
         raise ValueError("batch_size must be >= 1")
     if long not in ("truncate", "chunk"):
         raise ValueError(f"long must be 'truncate' or 'chunk', got {long!r}")
+    pooling = pooling or meta.get("pooling", "mean")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if device == "auto":
         dev = next(model.parameters()).device
     else:
@@ -212,7 +255,10 @@ def embed_sequences(
             mask = torch.from_numpy(mask_np).to(dev)
             with amp:
                 last = model(input_ids=ids, attention_mask=mask).last_hidden_state
-            weights = window_weights(ids, mask) if long == "chunk" else pooling_mask(ids, mask)
+            if long == "chunk":
+                weights = window_weights(ids, mask, pooling)
+            else:
+                weights = pool_weights(mask, ids >= dseq.N_SPECIAL, pooling)
             total = (last.float() * weights[:, :, None]).sum(1).double().cpu().numpy()
             np.add.at(sums, owner[idx], total)
             np.add.at(weight, owner[idx], weights.sum(1).double().cpu().numpy())

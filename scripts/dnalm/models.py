@@ -1,20 +1,24 @@
-"""Model architectures (DESIGN.md "Architectures"): BERT MLM and a BERT masked autoencoder.
+"""Model architectures (DESIGN.md "Architectures"): BERT MLM, a BERT masked autoencoder and
+a GPT-2 causal language model.
 
-Both are built from plain ``transformers`` BERT modules (SDPA attention), so the saved
-encoder loads with ``AutoModel.from_pretrained(path)`` and no custom code.
+All are built from plain ``transformers`` modules (SDPA attention), so the saved model
+loads with ``AutoModel.from_pretrained(path)`` and no custom code.
 
-Both training modules, :class:`BertMLM` and :class:`BertMAE`, take the same batch (the
-tensors of ``dnalm.train.Batch``) and return the same dict from their forward pass:
-``{"loss", "logits_masked", "labels_masked"}``: the cross-entropy over masked positions,
-the vocabulary logits at those positions only (row-major order over the batch), and the
-original token ids there. ``save_pretrained(directory)`` writes what a user loads: the
-``BertForMaskedLM`` (MLM) or the encoder ``BertModel`` alone (MAE).
+The training modules, :class:`BertMLM`, :class:`BertMAE` and :class:`GPTCLM`, take the same
+batch (the tensors of ``dnalm.batches.Batch``) and return the same dict from their forward
+pass: ``{"loss", "logits_masked", "labels_masked"}``: the cross-entropy over the predicted
+positions (``mask``: the masked tokens; for the causal model every k-mer token, predicted
+from the tokens before it), the vocabulary logits at those positions only (row-major order
+over the batch), and the original token ids there. ``save_pretrained(directory)`` writes
+what a user loads: the ``BertForMaskedLM`` (MLM), the encoder ``BertModel`` alone (MAE) or
+the ``GPT2LMHeadModel`` (CLM; ``AutoModel`` loads its decoder ``GPT2Model``).
 
 Packed rows. A batch row may hold several training windows back to back (``segments``:
 1, 2, ... per window, 0 for padding), each with its own position ids (``position_ids``
 restart at 0 for every window). Attention is then restricted to the window
 (:func:`segment_attention`), so a packed batch computes exactly what the same windows
-would give one per row, without the padding.
+would give one per row, without the padding; for the causal model attention is also
+causal within the window (:func:`causal_segment_attention`).
 """
 
 from __future__ import annotations
@@ -25,24 +29,26 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AttentionInterface, BertConfig, BertForMaskedLM, BertModel, PreTrainedModel
+from transformers import (
+    AttentionInterface,
+    BertConfig,
+    BertForMaskedLM,
+    BertModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2Model,
+    PreTrainedModel,
+)
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .seq import PAD_ID
+from .seq import CLS_ID, PAD_ID, SEP_ID
 
 SIZE_KEYS = {"layers", "hidden", "heads", "intermediate", "dropout", "attention_dropout"}
 
 
-def bert_config(size: dict, vocab_size: int, max_position: int) -> BertConfig:
-    """A ``BertConfig`` from a size dict: layers, hidden, heads, intermediate (default
-    4 * hidden), dropout (default 0.1, BERT's, on hidden states), attention_dropout (on
-    attention probabilities; default = dropout).
-
-    On CPU, dropout is costly: drawing the Bernoulli masks takes ~15 % of a training step of
-    a small BERT, and attention dropout > 0 forces SDPA off its fused kernel onto the math
-    path (the B x heads x L x L probabilities are materialised).
-    """
+def _size(size: dict) -> tuple[int, int, int, int, float, float]:
+    """(layers, hidden, heads, intermediate, dropout, attention_dropout) of a size dict."""
     unknown = sorted(set(size) - SIZE_KEYS)
     if unknown:
         raise ValueError(f"unknown model size key(s) {unknown}; expected {sorted(SIZE_KEYS)}")
@@ -54,12 +60,26 @@ def bert_config(size: dict, vocab_size: int, max_position: int) -> BertConfig:
         raise ValueError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
     dropout = float(size.get("dropout", 0.1))
     attention_dropout = float(size.get("attention_dropout", dropout))
+    intermediate = int(size.get("intermediate") or 4 * hidden)
+    return int(size["layers"]), hidden, heads, intermediate, dropout, attention_dropout
+
+
+def bert_config(size: dict, vocab_size: int, max_position: int) -> BertConfig:
+    """A ``BertConfig`` from a size dict: layers, hidden, heads, intermediate (default
+    4 * hidden), dropout (default 0.1, BERT's, on hidden states), attention_dropout (on
+    attention probabilities; default = dropout).
+
+    On CPU, dropout is costly: drawing the Bernoulli masks takes ~15 % of a training step of
+    a small BERT, and attention dropout > 0 forces SDPA off its fused kernel onto the math
+    path (the B x heads x L x L probabilities are materialised).
+    """
+    layers, hidden, heads, intermediate, dropout, attention_dropout = _size(size)
     return BertConfig(
         vocab_size=vocab_size,
         hidden_size=hidden,
-        num_hidden_layers=int(size["layers"]),
+        num_hidden_layers=layers,
         num_attention_heads=heads,
-        intermediate_size=int(size.get("intermediate") or 4 * hidden),
+        intermediate_size=intermediate,
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=attention_dropout,
         max_position_embeddings=max_position,
@@ -302,13 +322,99 @@ class BertMAE(nn.Module):
         self.encoder.save_pretrained(str(directory))
 
 
+def gpt2_config(size: dict, vocab_size: int, max_position: int) -> GPT2Config:
+    """A ``GPT2Config`` from the same size dict as :func:`bert_config` (dropout on the
+    embeddings and residual branches, attention_dropout on the attention probabilities);
+    everything else is GPT-2's (pre-LayerNorm blocks, GELU, learned absolute positions, LM
+    head tied to the token embeddings). [CLS] serves as the beginning-of-sequence token,
+    [SEP] as the end."""
+    layers, hidden, heads, intermediate, dropout, attention_dropout = _size(size)
+    return GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=max_position,
+        n_embd=hidden,
+        n_layer=layers,
+        n_head=heads,
+        n_inner=intermediate,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=attention_dropout,
+        bos_token_id=CLS_ID,
+        eos_token_id=SEP_ID,
+        pad_token_id=PAD_ID,
+        attn_implementation="sdpa",
+    )
+
+
+def causal_segment_attention(segments: torch.Tensor) -> torch.Tensor:
+    """The 4-D boolean ``attention_mask`` (B, 1, L, L) of a causal model over rows of
+    windows (``segments`` as in :func:`segment_attention`): a token attends to itself and
+    the tokens before it in its own window only; padding attends to the padding before it.
+    ``transformers`` uses a 4-D mask as given, so packed rows (position ids restarting per
+    window) compute exactly what one window per row computes."""
+    width = segments.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=segments.device).tril()
+    return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
+
+
+class GPTCLM(nn.Module):
+    """GPT-2 causal language model as a training module (next-token prediction).
+
+    ``self.lm`` is a plain ``GPT2LMHeadModel``. The positions to predict (``mask``) are the
+    k-mer tokens of each window; the token in column c is predicted from the decoder output
+    in column c - 1, which holds the window's tokens up to c - 1 ([CLS] first, so the first
+    k-mer is predicted from [CLS] alone). The LM head runs at those positions only: equal to
+    ``GPT2LMHeadModel(..., labels=...).loss`` with every non-k-mer label ignored.
+    """
+
+    def __init__(self, size: dict, vocab_size: int, max_position: int):
+        super().__init__()
+        self.lm = GPT2LMHeadModel(gpt2_config(size, vocab_size, max_position))
+
+    @property
+    def encoder(self) -> GPT2Model:
+        """The decoder stack (what ``AutoModel`` loads and embeddings use)."""
+        return self.lm.transformer
+
+    def forward(self, input_ids, labels, mask, segments, position_ids, packed: bool = False) -> dict:
+        """``input_ids`` = ``labels``: (B, L) token ids; ``mask``: bool, the tokens to
+        predict (never in column 0, which holds a window's [CLS]); ``segments``/
+        ``position_ids``: see the module doc. ``packed`` changes nothing (the mask is 4-D
+        either way)."""
+        hidden = self.lm.transformer(
+            input_ids=input_ids,
+            attention_mask=causal_segment_attention(segments),
+            position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state
+        target = mask[:, 1:].bool()
+        logits = self.lm.lm_head(hidden[:, :-1][target])
+        labels_masked = labels[:, 1:][target]
+        return {
+            "loss": _masked_cross_entropy(logits, labels_masked),
+            "logits_masked": logits,
+            "labels_masked": labels_masked,
+        }
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """``save_pretrained`` (safetensors) of the ``GPT2LMHeadModel`` (decoder + tied LM head)."""
+        self.lm.save_pretrained(str(directory))
+
+
+#: the training module of each architecture
+ARCHITECTURES = ("mlm", "mae", "clm")
+
+
 def build_model(architecture: str, size: dict, decoder_size: dict, vocab_size: int, max_position: int) -> nn.Module:
-    """The training module of an architecture: :class:`BertMLM` or :class:`BertMAE`."""
+    """The training module of an architecture: :class:`BertMLM`, :class:`BertMAE` or
+    :class:`GPTCLM`."""
     if architecture == "mlm":
         return BertMLM(size, vocab_size, max_position)
     if architecture == "mae":
         return BertMAE(size, decoder_size, vocab_size, max_position)
-    raise ValueError(f"unknown architecture {architecture!r}; expected 'mlm' or 'mae'")
+    if architecture == "clm":
+        return GPTCLM(size, vocab_size, max_position)
+    raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")
 
 
 def adamw(model: nn.Module, lr: float, weight_decay: float, **kwargs) -> torch.optim.AdamW:

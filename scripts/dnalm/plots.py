@@ -373,12 +373,18 @@ def _smooth(values: pd.Series) -> pd.Series:
 
 
 def plot_training(curves: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> Figure:
-    """Training curves per model: loss vs step and achieved mask rate vs step.
+    """Training curves per model: loss, predicted-token accuracy and achieved mask rate
+    against the step.
 
-    Each DataFrame has columns ``step, loss, masked_acc, mask_rate``. With more than 50
-    logged points the raw curve is drawn faint under a centred rolling mean.
+    Each DataFrame has columns ``step, loss, mask_rate`` and optionally ``masked_acc``,
+    ``val_loss``, ``val_masked_acc`` (``metrics.tsv`` of the pretraining rule). Training
+    values are solid lines (with more than 50 logged points drawn faint under a centred
+    rolling mean); held-out validation values, where a row has one, dotted with hollow
+    markers in the model's colour. A causal model has no mask rate (empty column): no line
+    in that panel.
     """
     import matplotlib
+    from matplotlib.lines import Line2D
 
     if not curves:
         raise ValueError("plot_training: no curves given")
@@ -386,26 +392,32 @@ def plot_training(curves: Mapping[str, pd.DataFrame], path: str | os.PathLike) -
         _require(df, ["step", "loss", "mask_rate"], f"plot_training ({name})")
     styles = model_style(curves.keys())
     panels = [
-        ("loss", "Training loss on masked tokens", "cross-entropy (nats per token)"),
-        ("mask_rate", "Achieved mask rate", "fraction of tokens masked"),
+        ("loss", "val_loss", "Loss on predicted tokens", "cross-entropy (nats per token)"),
+        ("masked_acc", "val_masked_acc", "Accuracy on predicted tokens", "fraction predicted right"),
+        ("mask_rate", None, "Achieved mask rate", "fraction of tokens masked"),
     ]
 
     with matplotlib.rc_context(STYLE):
-        fig = _new_figure(11.5, 4.0)
-        axes = fig.subplots(1, 2)
+        fig = _new_figure(15.0, 4.0)
+        axes = fig.subplots(1, 3)
         handles = []
         for model in model_order(curves.keys()):
             df = curves[model].sort_values("step")
             st = styles[model]
-            for ax, (col, _, _) in zip(axes, panels):
+            line = None
+            for ax, (col, val_col, _, _) in zip(axes, panels):
+                if col not in df.columns:
+                    continue
                 d = df[["step", col]].dropna()
+                if len(d) == 0:
+                    continue
                 if len(d) > 50:
                     ax.plot(d["step"], d[col], color=st["color"], alpha=0.25, linewidth=0.8)
-                    (line,) = ax.plot(
+                    (drawn,) = ax.plot(
                         d["step"], _smooth(d[col]), color=st["color"], linestyle=st["linestyle"], linewidth=1.8
                     )
                 else:
-                    (line,) = ax.plot(
+                    (drawn,) = ax.plot(
                         d["step"],
                         d[col],
                         color=st["color"],
@@ -414,14 +426,32 @@ def plot_training(curves: Mapping[str, pd.DataFrame], path: str | os.PathLike) -
                         markersize=4,
                         linewidth=1.8,
                     )
-            handles.append((model, line))
-        for ax, (_, title, ylabel) in zip(axes, panels):
+                line = drawn if line is None else line
+                if val_col is not None and val_col in df.columns:
+                    v = df[["step", val_col]].dropna()
+                    if len(v):
+                        ax.plot(
+                            v["step"], v[val_col], color=st["color"], linestyle=":", marker="o",
+                            markerfacecolor="white", markersize=5, linewidth=1.4,
+                        )  # fmt: skip
+            if line is not None:
+                handles.append((model, line))
+        for ax, (_, _, title, ylabel) in zip(axes, panels):
             ax.set_title(title)
             ax.set_xlabel("optimizer step")
             ax.set_ylabel(ylabel)
         axes[1].set_ylim(bottom=0)
+        axes[2].set_ylim(bottom=0)
+        if not axes[2].get_lines():
+            axes[2].text(0.5, 0.5, "no masking (causal models)", ha="center", va="center", transform=axes[2].transAxes)
+        if any("val_loss" in df.columns and df["val_loss"].notna().any() for df in curves.values()):
+            kinds = [
+                Line2D([], [], color="0.3", linewidth=1.8),
+                Line2D([], [], color="0.3", linestyle=":", marker="o", markerfacecolor="white", linewidth=1.4),
+            ]
+            axes[0].legend(kinds, ["training", "validation (held out)"], loc="upper right", frameon=False)
         _legend_right(fig, [h for _, h in handles], [m for m, _ in handles], title="model")
-        fig.suptitle("Pretraining")
+        fig.suptitle("Pretraining (masked tokens; next token for causal models)")
     save_figure(fig, path)
     return fig
 

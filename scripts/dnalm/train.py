@@ -1,4 +1,4 @@
-"""Pretraining: one readable training loop for both architectures (MLM, MAE).
+"""Pretraining: one readable training loop for every architecture (MLM, MAE, CLM).
 
 Read :func:`train` top to bottom:
 
@@ -6,15 +6,17 @@ Read :func:`train` top to bottom:
    attention; CPU otherwise, with ``num_threads`` threads and a cheaper dropout mask,
    :func:`dnalm.models.use_fast_dropout`; :mod:`dnalm.device`), data parallel when
    launched by ``torchrun`` (:mod:`dnalm.distributed`), seeds, corpus, NPMI table
-   (GeneMask), model, AdamW;
+   (GeneMask), model, AdamW, the validation slice (:mod:`dnalm.validation`);
 2. resume from the newest valid checkpoint in ``checkpoint_dir`` with the same config hash
    (:mod:`dnalm.checkpoint`);
 3. loop over optimizer steps: set the learning rate from the schedule, take ``grad_accum``
    micro-batches from the batch pipeline (:mod:`dnalm.batches`), forward, backward, clip,
    step; every ``log_every`` steps a metrics row (:mod:`dnalm.train_metrics`), every
+   ``eval_interval`` steps and at the last one the validation loss on that row, every
    ``checkpoint_every`` steps a checkpoint, and one after the current step when SIGTERM or
    SIGUSR1 asks the run to stop (:mod:`dnalm.preemption`);
-4. save the encoder-bearing model + tokenizer + ``dnalm.json`` into ``out_dir`` and the
+4. save the model + tokenizer + ``dnalm.json`` (with the validation summary and the scores
+   of the no-model predictors, :mod:`dnalm.token_baselines`) into ``out_dir`` and the
    metrics TSV, both atomically.
 
 Determinism: all data and masking randomness comes from one ``numpy.random.Generator`` per
@@ -23,6 +25,8 @@ process, seeded from ``(cfg.seed, rank)``; model init from torch's generator see
 Every generator's state is part of every checkpoint (the numpy state is the one right after
 the last batch the loop consumed, not after the batches prefetched), so on CPU a run killed
 at any moment and restarted ends with exactly the same weights as an uninterrupted run.
+The validation slice has generators of its own, and its evaluation (eval mode: no dropout)
+draws from none, so evaluating changes nothing in the trajectory.
 """
 
 from __future__ import annotations
@@ -48,16 +52,17 @@ from .checkpoint import config_hash, find_checkpoint, load_checkpoint, save_chec
 from .corpus import load_corpus
 from .device import autocast, autocast_dtype, enable_tf32, resolve_device
 from .distributed import Dist, launch  # noqa: F401  (launch: the pipeline's entry point)
+from .embed import POOLINGS
 from .io import atomic_dir, remove_stale_dirs, write_tsv
 from .masking import STRATEGIES, load_npmi_table, resolve_masking_params
-from .models import adamw, use_fast_dropout
+from .models import ARCHITECTURES, adamw, use_fast_dropout
 from .models import build_model as _build_model
 from .train_metrics import METRIC_COLUMNS, RunningMetrics, TensorBoardLog  # noqa: F401  (METRIC_COLUMNS: re-exported)
+from .validation import Validation
 
 # one logger for the training subsystem (checkpoint, distributed and preemption log here too)
 log = logging.getLogger("dnalm.train")
 
-ARCHITECTURES = ("mlm", "mae")
 SCHEDULES = ("cosine", "onecycle")
 
 
@@ -65,7 +70,7 @@ SCHEDULES = ("cosine", "onecycle")
 class TrainConfig:
     """Everything that defines a pretraining run (plain values; YAML/JSON friendly)."""
 
-    architecture: str = "mlm"  # mlm | mae
+    architecture: str = "mlm"  # mlm | mae | clm (causal: no masking; masking must stay "random")
     masking: str = "random"  # random | genemask
     tokenization: str = "overlapping"  # overlapping | non-overlapping
     k: int = 6
@@ -94,6 +99,11 @@ class TrainConfig:
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
     prefetch: int | None = None  # micro-batches prepared ahead in a thread (0: inline; None: 2 on CUDA, 0 on CPU)
     tensorboard: bool = False  # also write the metrics rows as TensorBoard event files (rank 0)
+    # held-out validation slice (dnalm.corpus.validation_split): never trained on
+    val_fraction: float = 0.05  # of the corpus windows (0: no validation)
+    val_max_windows: int = 256  # at most this many windows
+    eval_every: int | None = None  # steps, a multiple of log_every (0: never; None: ~10 per run, see eval_interval)
+    pooling: str = "mean"  # sequence embedding: mean | cls | last (dnalm.embed.pool_weights); recorded in dnalm.json
 
     def __post_init__(self):
         def check(ok, msg):
@@ -116,8 +126,20 @@ class TrainConfig:
             self.max_position >= self.max_tokens,
             f"max_position ({self.max_position}) must be >= max_tokens ({self.max_tokens})",
         )
-        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "val_max_windows"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        check(0.0 <= self.val_fraction <= 0.5, f"val_fraction must be in [0, 0.5], got {self.val_fraction}")
+        check(
+            self.eval_every is None or (self.eval_every >= 0 and self.eval_every % self.log_every == 0),
+            f"eval_every must be 0 (never) or a multiple of log_every ({self.log_every}): validation values go "
+            f"on metrics rows; got {self.eval_every}",
+        )
+        check(self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        check(
+            self.architecture != "clm" or self.masking == "random",
+            f"architecture clm predicts the next token and masks nothing: masking {self.masking!r} does not apply "
+            "(leave it at 'random')",
+        )
         check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(self.prefetch is None or self.prefetch >= 0, f"prefetch must be >= 0, got {self.prefetch}")
@@ -132,6 +154,14 @@ class TrainConfig:
         self.packing = bool(self.packing)
         self.tensorboard = bool(self.tensorboard)
         self.masking_params = resolve_masking_params(self.masking, self.masking_params, self.k)
+
+    @property
+    def eval_interval(self) -> int:
+        """Steps between validation evaluations (0: none): ``eval_every``, or by default
+        about ten per run on logged rows, ``log_every * max(1, steps // (10 * log_every))``."""
+        if self.eval_every is not None:
+            return self.eval_every
+        return self.log_every * max(1, self.steps // (10 * self.log_every))
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -185,7 +215,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
-    """The training module (:class:`dnalm.models.BertMLM` or :class:`dnalm.models.BertMAE`)."""
+    """The training module (:class:`dnalm.models.BertMLM`, :class:`dnalm.models.BertMAE` or
+    :class:`dnalm.models.GPTCLM`)."""
     return _build_model(cfg.architecture, cfg.size, cfg.decoder_size, seq.vocab_size(cfg.k), cfg.max_position)
 
 
@@ -229,10 +260,11 @@ def train(
 ) -> dict:
     """Pretrain a model; returns the summary also written to ``out_dir/dnalm.json``.
 
-    ``out_dir`` receives the encoder-bearing model (``save_pretrained``, safetensors; MLM:
-    the BertForMaskedLM, MAE: the encoder BertModel), the tokenizer and ``dnalm.json``;
-    ``metrics_path`` a TSV with :data:`METRIC_COLUMNS`, one row every ``log_every`` steps
-    and one at the last step (see :mod:`dnalm.train_metrics`), and with ``cfg.tensorboard``
+    ``out_dir`` receives the model (``save_pretrained``, safetensors; MLM: the
+    BertForMaskedLM, MAE: the encoder BertModel, CLM: the GPT2LMHeadModel), the tokenizer
+    and ``dnalm.json``; ``metrics_path`` a TSV with :data:`METRIC_COLUMNS`, one row every
+    ``log_every`` steps and one at the last step, with the validation loss on the rows of
+    the steps it is evaluated at (see :mod:`dnalm.train_metrics`), and with ``cfg.tensorboard``
     the same rows as TensorBoard event files in ``tensorboard/`` next to it. ``npmi_path``
     (the NPMI TSV of ``dnalm.npmi``) is required for GeneMask masking. ``step_callback(step)``
     is called after every optimizer step (progress hooks, tests). ``dist``: this process's
@@ -261,7 +293,8 @@ def train(
         rng = _seed_everything(cfg, dist, device)
         optimizer = make_optimizer(model, cfg)
         batcher = Batcher(corpus, cfg, npmi, rng)
-        metrics = RunningMetrics(device, dist)
+        validation = Validation(batcher, cfg)
+        metrics = RunningMetrics(device, dist, masking=cfg.architecture != "clm")
         start = _resume(cfg, checkpoint_dir, fingerprint, model, optimizer, rng, metrics, device, dist)
         if cfg.tensorboard and dist.main:
             tensorboard = TensorBoardLog(Path(metrics_path).parent / "tensorboard", resumed_at=start)
@@ -327,6 +360,9 @@ def train(
 
                 if done % cfg.log_every == 0 or done == cfg.steps:
                     row = metrics.row(done, lr)
+                    if validation.due(done):
+                        scores = validation.evaluate(model, lambda t: forward(model, t, device, amp), dist)
+                        metrics.add_validation(scores)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['masked_acc']:.3f}", refresh=False)
                     if tensorboard is not None:
                         tensorboard.write(row)
@@ -345,14 +381,10 @@ def train(
         # --- final outputs --------------------------------------------------------------------
         summary = _summary(cfg, metrics, dist, device, fingerprint)
         if dist.main:
+            summary["validation"] = validation.summary() if validation.enabled else None
             _save_final(model, cfg, summary, out_dir)
             write_tsv(metrics.table(), metrics_path)
-            log.info(
-                "done: final loss %.4f, mean mask rate %.4f -> %s",
-                summary["final_loss"],
-                summary["mean_mask_rate"],
-                out_dir,
-            )
+            log.info("done: %s -> %s", _final_words(summary), out_dir)
         if dist.enabled:
             torch.distributed.barrier()
         return summary
@@ -443,7 +475,7 @@ def _summary(cfg: TrainConfig, metrics: RunningMetrics, dist: Dist, device: torc
     """What ``dnalm.json`` records about the run."""
     return {
         "architecture": cfg.architecture,
-        "masking": cfg.masking,
+        "masking": "none" if cfg.architecture == "clm" else cfg.masking,
         "tokenization": cfg.tokenization,
         "k": cfg.k,
         "max_tokens": cfg.max_tokens,
@@ -451,8 +483,14 @@ def _summary(cfg: TrainConfig, metrics: RunningMetrics, dist: Dist, device: torc
         "steps": cfg.steps,
         "seed": cfg.seed,
         "final_loss": metrics.rows[-1]["loss"] if metrics.rows else None,
+        **metrics.final_validation(),
         "mean_mask_rate": metrics.mean_mask_rate,
-        "masking_params": cfg.masking_params,
+        "pooling": cfg.pooling,
+        "val_fraction": cfg.val_fraction,
+        "val_max_windows": cfg.val_max_windows,
+        "eval_every": cfg.eval_interval,
+        "validation": None,  # the main process adds it (dnalm.validation.Validation.summary)
+        "masking_params": None if cfg.architecture == "clm" else cfg.masking_params,
         "size": cfg.size,
         "decoder_size": cfg.decoder_size if cfg.architecture == "mae" else None,
         "vocab_size": seq.vocab_size(cfg.k),
@@ -460,6 +498,19 @@ def _summary(cfg: TrainConfig, metrics: RunningMetrics, dist: Dist, device: torc
         "device": device.type,
         "config_hash": fingerprint,
     }
+
+
+def _final_words(summary: dict) -> str:
+    """The end of a run in words (the log)."""
+    words = [f"final loss {summary['final_loss']:.4f}"]
+    if summary["final_val_loss"] is not None:
+        words.append(f"validation loss {summary['final_val_loss']:.4f}, accuracy {summary['final_val_masked_acc']:.3f}")
+        for name, scores in summary["validation"]["baselines"].items():
+            if scores["accuracy"] is not None:
+                words.append(f"{name} accuracy {scores['accuracy']:.3f}")
+    if summary["mean_mask_rate"] is not None:
+        words.append(f"mean mask rate {summary['mean_mask_rate']:.4f}")
+    return ", ".join(words)
 
 
 def _save_final(model, cfg: TrainConfig, summary: dict, out_dir) -> None:
