@@ -41,7 +41,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from dnalm import align  # noqa: E402
-from dnalm.io import write_fasta  # noqa: E402
+from dnalm.fasta import write_fasta  # noqa: E402
 from dnalm.simulate import simulate_barcodes  # noqa: E402
 
 FULL_OPEN = (7_887, 289_203)

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from dnalm import align, evaluate
-from dnalm.io import InputError, write_fasta
+from dnalm.fasta import write_fasta
+from dnalm.io import InputError
 from dnalm.simulate import simulate_barcodes
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ import pytest
 
 from dnalm import barcodes, seq, sources
 from dnalm.corpus import Corpus, barcode_corpus, barcode_windows, genome_windows, load_corpus, save_corpus
-from dnalm.io import InputError, write_fasta, write_tsv
+from dnalm.fasta import write_fasta
+from dnalm.io import InputError, write_tsv
 
 
 def rand_dna(rng, n, alphabet="ACGT"):

@@ -369,14 +369,14 @@ def test_rerun_against_a_server_without_range_support_starts_cleanly(server, tmp
 def test_stale_temporaries_and_parts_of_another_url_are_not_reused(server, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / ".file.bin.k3j_x9.tmp.bin").write_bytes(b"an atomic_path temporary of a killed run")
-    (out / ".other.bin.k3j_x9.tmp.bin").write_bytes(b"someone else's")
+    (out / ".file.bin.k3j_x9ab.tmp.bin").write_bytes(b"an atomic_path temporary of a killed run")
+    (out / ".other.bin.k3j_x9ab.tmp.bin").write_bytes(b"someone else's")
     dest = out / "file.bin"
     download.partial_path(dest).write_bytes(PAYLOAD[:1000])
     (out / "file.bin.part.json").write_text(json.dumps({"url": f"{server.url}/ok/older-version.bin"}))
     download.download(f"{server.url}/ok/file.bin", dest, checksums={"md5": MD5}, retries=0, timeout=5)
     assert dest.read_bytes() == PAYLOAD and server.requests[0][1] is None  # not resumed
-    assert sorted(p.name for p in out.iterdir()) == [".other.bin.k3j_x9.tmp.bin", "file.bin"]
+    assert sorted(p.name for p in out.iterdir()) == [".other.bin.k3j_x9ab.tmp.bin", "file.bin"]
 
 
 def test_a_resumed_file_that_fails_its_checksum_is_downloaded_again_once(server, tmp_path):

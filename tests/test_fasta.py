@@ -212,7 +212,6 @@ def test_read_fasta_plain_and_gzip(tmp_path):
         fh.write(text)
     for name in ("x.fa", "x.fa.gz"):
         assert list(read_fasta(tmp_path / name)) == [("a", "ACGTac"), ("b", "NNNN")]
-        assert list(io.read_fasta(tmp_path / name)) == [("a", "ACGTac"), ("b", "NNNN")]  # the former name
 
 
 @pytest.mark.parametrize(

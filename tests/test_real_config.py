@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dnalm import io, simulate, sources
+from dnalm import fasta, simulate, sources
 from dnalm.config import ConfigError, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,8 +240,8 @@ def test_data_rules_download_check_and_convert_real_inputs(tmp_path, file_server
     targets = ["results/data/genome.fa", "results/data/barcodes.tsv", "results/data/tasks/kmer-task/train.tsv"]
     snakemake(work, "--configfile", str(work / "config.yaml"), "--cores", "1", *targets)
 
-    assert [n for n, _ in io.read_fasta(work / "results/data/genome.fa")] == ["chr1", "chr2"]
-    assert "".join(s for _, s in io.read_fasta(work / "results/data/genome.fa")) == genome
+    assert [n for n, _ in fasta.read_fasta(work / "results/data/genome.fa")] == ["chr1", "chr2"]
+    assert "".join(s for _, s in fasta.read_fasta(work / "results/data/genome.fa")) == genome
     table = pd.read_csv(work / "results/data/barcodes.tsv", sep="\t", keep_default_na=False)
     assert list(table.columns) == simulate.BARCODE_COLUMNS and len(table) == 40
     assert set(table["split"]) <= {"pretrain", "train", "val", "test", "key_unseen", "val_unseen", "test_unseen", "other_heldout"}

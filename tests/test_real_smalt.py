@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dnalm import corpus, genome, io, kmers, npmi, train
+from dnalm import corpus, fasta, genome, kmers, npmi, train
 
 SMALT_CHRX = Path("/usr/share/doc/smalt/test/data/hs37chrXtrunc.fa.gz")
 pytestmark = pytest.mark.skipif(
@@ -26,8 +26,8 @@ def slice_fasta(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smalt")
     summary = genome.prepare_genome(SMALT_CHRX, tmp / "chrX.fa", contigs=["X"])
     assert summary["kept"] == ["X"] and summary["bases"] > 60_000_000
-    ((name, seq),) = list(io.read_fasta(tmp / "chrX.fa"))
-    io.write_fasta(tmp / "slice.fa", [("X_20M", seq[START : START + LENGTH])])
+    ((name, seq),) = list(fasta.read_fasta(tmp / "chrX.fa"))
+    fasta.write_fasta(tmp / "slice.fa", [("X_20M", seq[START : START + LENGTH])])
     return tmp
 
 

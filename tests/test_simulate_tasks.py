@@ -4,7 +4,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from dnalm.io import read_fasta
+from dnalm.fasta import read_fasta
 from dnalm.simulate.defaults import DEFAULT_GENOME, GENOME_TASKS, TASK_CLASSES
 from dnalm.simulate.tasks import build_tasks, write_genome_demo
 from simulate_reference import (

@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from . import evaluate
-from .io import InputError, read_fasta, write_fasta, write_tsv
+from .fasta import read_fasta, write_fasta
+from .io import InputError, write_tsv
 from .seq import decode, encode
 
 log = logging.getLogger("dnalm.align")

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import InputError, atomic_open, read_fasta
+from .fasta import read_fasta
+from .io import InputError, atomic_open
 from .seq import encode
 
 log = logging.getLogger("dnalm.corpus")

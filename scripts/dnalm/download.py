@@ -28,7 +28,6 @@ from __future__ import annotations
 import bz2
 import csv
 import errno
-import glob
 import gzip
 import hashlib
 import json
@@ -43,7 +42,7 @@ import zlib
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .io import InputError
+from .io import InputError, remove_stale_temps
 
 log = logging.getLogger("dnalm.download")
 
@@ -341,15 +340,6 @@ def _local_problem(part: Path, exc: OSError) -> str:
     )
 
 
-def _clean_stale(dest: Path) -> None:
-    """Remove temporaries of killed runs that can never be resumed: the random-named files
-    of :func:`dnalm.io.atomic_path` (``.<name>.*.tmp*``, as earlier versions downloaded).
-    (A ``.part`` without matching metadata is discarded by :func:`_fetch`.)"""
-    for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp*"):
-        log.info("removing the stale temporary file %s of an interrupted run", stale)
-        stale.unlink(missing_ok=True)
-
-
 def _load_meta(part: Path, url: str) -> dict | None:
     """The stored response validators of ``part`` if it is a partial download of ``url``."""
     meta = _meta_path(part)
@@ -488,7 +478,7 @@ def download(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = partial_path(dest)
-    _clean_stale(dest)
+    remove_stale_temps(dest)  # files of dnalm.io.atomic_path that a killed run left
     if part.exists() and _load_meta(part, url) is not None:
         log.info("%s: found %s (%d bytes) of an interrupted run", url, part, part.stat().st_size)
     again = True  # one fresh download after a mismatch of a resumed file

@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import mmap
 import os
-import queue
 import re
-import threading
 from typing import Iterator
 
 import numpy as np
 
 from . import io
 from ._kernels import kernel
+from .prefetch import prefetched
 from .seq import INVALID
 
 BLOCK_SIZE = 1 << 24  # bytes read (decompressed, or mapped) at a time
@@ -197,48 +196,6 @@ def _mapped_windows(path, block_size: int) -> Iterator[tuple[mmap.mmap, int, int
             current = None  # unmapped once the consumer drops its views
 
 
-def _prefetched(blocks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
-    """Run a block iterator in a background thread (bounded queue; errors re-raised)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        try:
-            for b in blocks:
-                if not put(b):
-                    return
-            put(done)
-        except BaseException as exc:  # handed to the consumer
-            put(exc)
-
-    thread = threading.Thread(target=produce, name="fasta-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-        close = getattr(blocks, "close", None)
-        if close is not None:
-            close()
-
-
 # --------------------------------------------------------------------------- records
 
 
@@ -281,7 +238,7 @@ class FastaStream:
         if is_gzip(self.path):
             blocks = _gzip_blocks(self.path, self.block_size)
             if self.prefetch:
-                blocks = _prefetched(blocks)
+                blocks = prefetched(blocks, depth=2, name="fasta-reader")
             offset = 0
             for block in blocks:
                 yield block, 0, offset

@@ -151,13 +151,3 @@ def remove_stale_temps(path: str | os.PathLike, suffix: str | None = None) -> li
                 os.unlink(entry.path)
             removed.append(Path(entry.path))
     return removed
-
-
-def __getattr__(name: str):
-    """``io.read_fasta`` and ``io.write_fasta``, former names of :mod:`dnalm.fasta`'s
-    (imported on use: dnalm.fasta itself imports this module)."""
-    if name in ("read_fasta", "write_fasta"):
-        from . import fasta
-
-        return getattr(fasta, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

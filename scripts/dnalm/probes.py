@@ -64,11 +64,9 @@ class TorchProbe:
         self.threads = None if threads is None else int(threads)
 
     def _device(self):
-        import torch
+        from .device import resolve_device
 
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def fit(self, x, y) -> TorchProbe:
         import torch

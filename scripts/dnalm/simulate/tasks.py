@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import write_fasta, write_tsv
+from ..fasta import write_fasta
+from ..io import write_tsv
 from ..seq import decode, encode
 from ._common import A, C, G, N, T, _rc
 from .defaults import SPLICE_LABELS
