@@ -192,6 +192,14 @@ def _masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return F.cross_entropy(logits.float(), labels)
 
 
+def _prediction(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, where: torch.Tensor) -> dict:
+    """The output of every training module: ``head`` applied to the hidden states at the
+    positions ``where`` (bool), scored against ``labels`` at the same positions."""
+    logits = head(hidden[where])
+    labels_masked = labels[where]
+    return {"loss": _masked_cross_entropy(logits, labels_masked), "logits_masked": logits, "labels_masked": labels_masked}
+
+
 class BertMLM(nn.Module):
     """BERT masked language model (DNABERT/GeneMask) as a training module.
 
@@ -216,13 +224,7 @@ class BertMLM(nn.Module):
         hidden = self.mlm.bert(
             input_ids=input_ids, attention_mask=segment_attention(segments, packed), position_ids=position_ids
         ).last_hidden_state
-        logits = self.mlm.cls(hidden[mask])
-        labels_masked = labels[mask]
-        return {
-            "loss": _masked_cross_entropy(logits, labels_masked),
-            "logits_masked": logits,
-            "labels_masked": labels_masked,
-        }
+        return _prediction(self.mlm.cls, hidden, labels, mask)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """``save_pretrained`` (safetensors) of the ``BertForMaskedLM`` (encoder + LM head)."""
@@ -309,13 +311,7 @@ class BertMAE(nn.Module):
         decoded = self.decoder(
             inputs_embeds=dec_in, attention_mask=segment_attention(segments, packed), position_ids=position_ids
         ).last_hidden_state
-        logits = self.head(decoded[mask])
-        labels_masked = labels[mask]
-        return {
-            "loss": _masked_cross_entropy(logits, labels_masked),
-            "logits_masked": logits,
-            "labels_masked": labels_masked,
-        }
+        return _prediction(self.head, decoded, labels, mask)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """``save_pretrained`` (safetensors) of the encoder ``BertModel`` alone."""
@@ -387,14 +383,8 @@ class GPTCLM(nn.Module):
             position_ids=position_ids,
             use_cache=False,
         ).last_hidden_state
-        target = mask[:, 1:].bool()
-        logits = self.lm.lm_head(hidden[:, :-1][target])
-        labels_masked = labels[:, 1:][target]
-        return {
-            "loss": _masked_cross_entropy(logits, labels_masked),
-            "logits_masked": logits,
-            "labels_masked": labels_masked,
-        }
+        # position i predicts token i + 1
+        return _prediction(self.lm.lm_head, hidden[:, :-1], labels[:, 1:], mask[:, 1:].bool())
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """``save_pretrained`` (safetensors) of the ``GPT2LMHeadModel`` (decoder + tied LM head)."""
