@@ -1,5 +1,5 @@
 # dnalm-workflow: pretrain DNA language models with different masking strategies and
-# measure what their embeddings know. See README.md; the science is in DESIGN notes there.
+# measure what their embeddings know. See README.md; the science is in docs/design.md.
 
 from snakemake.utils import min_version
 

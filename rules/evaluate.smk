@@ -1,4 +1,4 @@
-# Evaluation protocols (DESIGN.md): GeneMask few-shot probes (or fine-tuning), BIOSCAN-5M
+# Evaluation protocols (docs/design.md#evaluation): GeneMask few-shot probes (or fine-tuning), BIOSCAN-5M
 # closed-world species probe and open-world genus 1-NN with the class-imbalance bias, and
 # the knowledge probes: clustering against taxonomy / task labels and the consistency probe.
 # The k-mer-spectrum baseline is one more {model}.

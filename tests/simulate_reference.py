@@ -38,7 +38,7 @@ def interval_mask(contigs, table):
 
 
 def npmi_table(contigs, k=6, min_count=10):
-    """NPMI of every k-mer (DESIGN.md): forward strand, windows with non-ACGT skipped."""
+    """NPMI of every k-mer (docs/design.md#npmi): forward strand, windows with non-ACGT skipped."""
     logp, counts = {}, {}
     for n in range(1, k + 1):
         c, total = np.zeros(4**n, np.int64), 0

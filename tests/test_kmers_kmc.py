@@ -12,7 +12,7 @@ count of the canonical one; a palindrome (w = rc(w), even k only) is one string 
 both strands at once, so ours counts each occurrence twice (forward and reverse strand)
 and KMC once: ours[w] = 2 * KMC[w].
 
-Alignment gaps differ by design (DESIGN.md removes '-', KMC breaks k-mers at it), so these
+Alignment gaps differ by design (docs/design.md#sequences removes '-', KMC breaks k-mers at it), so these
 files hold none. Skipped when KMC is not installed (``make sysdeps`` installs it).
 """
 

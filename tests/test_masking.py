@@ -46,7 +46,7 @@ def genemask_mask_nonoverlapping(ids, npmi, mask_ratio, keep_fraction, window, r
 
 
 # ----------------------------------------------------------------------------------------
-# slow references: plain loops over lists, written from DESIGN.md, replaying the same draws
+# slow references: plain loops over lists, written from docs/design.md#masking, replaying the same draws
 # ----------------------------------------------------------------------------------------
 
 

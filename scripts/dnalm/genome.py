@@ -8,7 +8,7 @@ chromosomes and drops alternate haplotypes, unplaced contigs and chrM).
 Letters are checked with the k-mer counter's rules (:func:`dnalm.fasta.sequence_problem`),
 so a genome that passes here also passes ``plan_kmer_shards``: ACGT are kept; U (RNA) is
 written as T (u as t), as the counter reads it; the other IUPAC codes, X and '.' are kept
-(they break k-mers and tokenize to [UNK], as in DESIGN.md); alignment gaps ('-') are
+(they break k-mers and tokenize to [UNK], docs/design.md#sequences); alignment gaps ('-') are
 removed, as everywhere in the pipeline; anything else (a protein letter, a digit, binary
 data) or a record that is more than 10 % ambiguity codes (a protein spelled in letters that
 double as nucleotide codes) is an error naming the file and the record.

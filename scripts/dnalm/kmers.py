@@ -1,4 +1,4 @@
-"""k-mer counting for the NPMI table (DESIGN.md "k-mer counts and NPMI"): counts of every
+"""k-mer counting for the NPMI table (docs/design.md#kmer-counting): counts of every
 n-gram, their files, and the split of a genome into shards that are counted apart.
 
 Every n-gram, n = 1..k_max (k_max <= 12), is counted over the forward strand of each

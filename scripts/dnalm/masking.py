@@ -1,4 +1,4 @@
-"""Masking strategies for pretraining (DESIGN.md "Masking strategies").
+"""Masking strategies for pretraining (docs/design.md#masking).
 
 :class:`Masker` computes the masks of a whole batch of sequences at once (vectorised, no
 Python loop over sequences): the sequences are 1-D int64 token ids as produced by
@@ -32,7 +32,7 @@ as numpy's generators make one double per 64-bit output with no buffering.
 NPMI lookups use the CONTENT of a token: ``npmi[token_id - N_SPECIAL]`` is the NPMI of the
 k-mer the token stands for. (The public GeneMask code indexed its NPMI list by the token's
 position in the sequence, which makes the "NPMI-guided" choice independent of the
-sequence; DESIGN.md calls this out as a defect not to copy.)
+sequence; docs/design.md#masking-genemask-overlapping calls this out as a defect not to copy.)
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from .seq import MASK_ID, N_SPECIAL, TOKENIZATIONS, kmer_to_id
 
 STRATEGIES = ("random", "genemask")
 
-#: Defaults from DESIGN.md. ``center_prob`` depends on the strategy (DNABERT 0.025,
+#: Defaults (docs/design.md#masking-parameters). ``center_prob`` depends on the strategy (DNABERT 0.025,
 #: GeneMask 0.0176), so its generic default is ``None`` = "the strategy's default".
 DEFAULT_MASKING_PARAMS = {
     "center_prob": None,  # overlapping: probability that a maskable token is a centre
@@ -60,7 +60,7 @@ DEFAULT_CENTER_PROB = {"random": 0.025, "genemask": 0.0176}
 
 
 def resolve_masking_params(strategy: str, params: dict | None = None, k: int | None = None) -> dict:
-    """Fill DESIGN.md defaults into ``params``; unknown keys raise ``ValueError``.
+    """Fill the default masking parameters (docs/design.md#masking-parameters) into ``params``; unknown keys raise ``ValueError``.
 
     ``window`` defaults to ``k`` when ``k`` is given (the k-token window of the overlapping
     case) and stays ``None`` (= "k", resolved where k is known) otherwise."""

@@ -1,4 +1,4 @@
-"""Model architectures (DESIGN.md "Architectures"): BERT MLM, a BERT masked autoencoder and
+"""Model architectures (docs/design.md#architectures): BERT MLM, a BERT masked autoencoder and
 a GPT-2 causal language model.
 
 All are built from plain ``transformers`` modules (SDPA attention), so the saved model

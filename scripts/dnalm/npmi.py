@@ -1,4 +1,4 @@
-"""NPMI table of n-grams (DESIGN.md "k-mer counts and NPMI").
+"""NPMI table of n-grams (docs/design.md#npmi).
 
 For an n-gram w (n >= 2), with p(s) = count(s) / n_windows(|s|) and natural logs,
 

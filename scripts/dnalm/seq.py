@@ -1,4 +1,4 @@
-"""DNA alphabet, 2-bit encoding and k-mer tokenization (DESIGN.md "Sequences and tokens").
+"""DNA alphabet, 2-bit encoding and k-mer tokenization (docs/design.md#sequences).
 
 Vocabulary layout, shared by every model: the five special tokens, then all 4**k k-mers
 in lexicographic (ACGT) order, so that the token id of a k-mer is ``N_SPECIAL`` plus its

@@ -1,4 +1,4 @@
-"""The embedded demo data (DESIGN.md "Data / Embedded demo"), simulated offline from a seed.
+"""The embedded demo data (docs/design.md#demo-data), simulated offline from a seed.
 
 Two independent simulators, each deterministic under its seed (same seed => byte-identical
 files, different seed => different data):

@@ -71,7 +71,7 @@ def _expected_best_npmi(
     Counts are forward-strand (half the instances per orientation); the expected count of
     every substring is its background expectation under the dinucleotide ``model`` plus its
     intact copies in the instances (``n / 2 * (1 - mutation_rate) ** len``). The PMI uses the
-    same segmentation maximum as the pipeline (DESIGN.md "k-mer counts and NPMI"). Repeats and
+    same segmentation maximum as the pipeline (docs/design.md#npmi). Repeats and
     isochores are ignored: this is a planning estimate, checked by the tests.
     """
     stat = _stationary(model) if stat is None else stat
