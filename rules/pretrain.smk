@@ -22,6 +22,9 @@ rule pretrain:
         gpu=lambda wildcards: MODEL_SETTINGS[wildcards.model].get("gpus", 0),
         # several nodes: one srun task per node launches torchrun there (dnalm.distributed)
         nodes=lambda wildcards: MODEL_SETTINGS[wildcards.model].get("nodes", 1),
+        # in a SLURM job: checkpoint and exit 75 this long before the time limit (a retry
+        # resumes; dnalm.timelimit, profiles/slurm)
+        stop_before_limit_s=300,
     params:
         settings=model_settings,
         checkpoint_dir=lambda wildcards: R(f"pretrain/{wildcards.model}/checkpoints"),

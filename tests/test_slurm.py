@@ -124,27 +124,35 @@ def cluster():
         subprocess.run(["bash", str(SLURM_TOOLS / "stop_slurm.sh")], env=env, timeout=180)
 
 
-def run_snakemake(workdir: Path, *args: str) -> tuple[int, str]:
-    """snakemake with the venv on PATH (sbatch --export=ALL hands it to the jobs); stopped with
-    SIGINT on timeout (it ignores SIGTERM while it polls SLURM) so that it cancels its jobs."""
+def start_snakemake(workdir: Path, *args: str, log_name: str = "snakemake.out") -> subprocess.Popen:
+    """snakemake with the venv on PATH (sbatch --export=ALL hands it to the jobs), its output
+    in ``workdir/log_name``."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     env.pop("SNAKEMAKE_PROFILE", None)
-    log = workdir / "snakemake.out"
     cmd = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), *args]
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+           "--configfile", str(workdir / "config.yaml"), *args]  # fmt: skip
+    with open(workdir / log_name, "w") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+
+
+def wait_snakemake(proc: subprocess.Popen, timeout: float = RUN_TIMEOUT) -> int:
+    """Its exit status; stopped with SIGINT on timeout (it ignores SIGTERM while it polls
+    SLURM) so that it cancels its jobs."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
         try:
-            rc = proc.wait(timeout=RUN_TIMEOUT)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            rc = -1
-    return rc, log.read_text()
+            proc.kill()
+        return -1
+
+
+def run_snakemake(workdir: Path, *args: str, log_name: str = "snakemake.out") -> tuple[int, str]:
+    rc = wait_snakemake(start_snakemake(workdir, *args, log_name=log_name))
+    return rc, (workdir / log_name).read_text()
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +249,85 @@ def test_sbatch_got_the_profile_resources(slurm_run):
     assert f"TimeLimit={limit}" in text, text  # the profile's set-resources reached sbatch
     assert "MinMemoryNode=1000M" in text, text
     assert f"WorkDir={workdir}" in text, text
+
+
+# ----------------------------------------------------------------------------------------
+# a pretraining job that reaches its time limit resumes in the job Snakemake submits again
+# ----------------------------------------------------------------------------------------
+
+STEPS = 600  # ~40 s of training on one core here; attempt 1 trains for the seconds between its
+# start-up and the stop at 60 - 45 s (a faster machine needs more steps than it can do then)
+
+
+def job_info(job_id: str) -> str:
+    info = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
+    assert info.returncode == 0 and f"JobId={job_id}" in info.stdout, info.stdout + info.stderr
+    return info.stdout
+
+
+@pytest.fixture(scope="module")
+def corpus_workdir(cluster, tmp_path_factory):
+    """A workdir with one small model (random masking: no NPMI job) whose corpus is built
+    (locally: only the pretraining job matters here)."""
+    workdir = tmp_path_factory.mktemp("timelimit")
+    cfg = reduced_config()
+    cfg["training"].update(steps=STEPS, checkpoint_every=100, log_every=10)
+    cfg["models"] = {"tl": {"preset": "dnabert"}}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    rc, out = run_snakemake(workdir, "--cores", "2", "results/corpus/genome.npz", log_name="corpus.out")
+    assert rc == 0, out[-5000:]
+    return workdir
+
+
+def test_pretraining_stopped_before_its_time_limit_resumes_in_the_retry(corpus_workdir, tmp_path):
+    """Attempt 1 gets a 1-minute limit (SLURM's granularity) and a run that needs more: the
+    job stops itself `stop_before_limit_s` before the limit with a checkpoint (exit 75),
+    Snakemake's retry (profiles/slurm: preemptible-retries for pretrain) submits it again
+    (with 10 minutes, so that the test ends), and the new job resumes from that checkpoint
+    and ends with the weights of an uninterrupted run (run locally, side by side)."""
+    from safetensors.torch import load_file
+
+    reference = tmp_path / "reference"
+    shutil.copytree(corpus_workdir, reference, symlinks=True)
+    workdir = corpus_workdir
+    profile = local_profile(yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text()))
+    assert profile["preemptible-rules"] == ["pretrain"] and profile["preemptible-retries"] >= 1
+    profile["set-resources"]["pretrain"].update(runtime="1 if attempt == 1 else 10", stop_before_limit_s=45)
+    (workdir / "profile").mkdir()
+    (workdir / "profile" / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    target = "results/models/tl"
+    t0 = time.monotonic()
+    local = start_snakemake(reference, "--cores", "1", target, log_name="reference.out")
+    try:
+        rc, out = run_snakemake(workdir, "--workflow-profile", str(workdir / "profile"), target)
+    finally:
+        local_rc = wait_snakemake(local)
+    print(f"time-limit run through SLURM (with the local reference beside it) took {time.monotonic() - t0:.0f} s")
+    assert rc == 0, out[-8000:]
+    assert local_rc == 0, (reference / "reference.out").read_text()[-5000:]
+
+    ids = submissions(out)["pretrain"]
+    assert len(ids) >= 2, out[-8000:]
+    first, last = job_info(ids[0]), job_info(ids[-1])
+    # attempt 1 stopped itself before its limit (FAILED: its exit status 75), not TIMEOUT
+    assert "TimeLimit=00:01:00" in first and "JobState=FAILED" in first, first
+    assert "TimeLimit=00:10:00" in last and "JobState=COMPLETED" in last, last
+    slurm_log = next((workdir / ".snakemake" / "slurm_logs").rglob(f"{ids[0]}.log")).read_text()
+    assert "exit status 75" in slurm_log or "exit code 75" in slurm_log, slurm_log[-3000:]
+    # the last attempt resumed from a checkpoint written by an earlier one
+    log = (workdir / "results/logs/pretrain/tl.log").read_text()
+    m = re.search(rf"resumed from \S+ \(step (\d+) of {STEPS}\)", log)
+    assert m and 0 < int(m.group(1)) < STEPS, log[:3000]
+    assert f"SLURM job {ids[-1]}:" in log
+    # ... and ends where an uninterrupted run ends
+    ours = load_file(workdir / target / "model.safetensors")
+    theirs = load_file(reference / target / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch_equal(ours[name], theirs[name]), name
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
