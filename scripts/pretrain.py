@@ -9,7 +9,7 @@ SIGTERM/SIGUSR1 the run checkpoints after its current step and the job exits wit
 from dnalm import distributed, gpus, logs, timelimit, train
 
 log = logs.to_file(snakemake.log[0])
-n_gpus = int(snakemake.resources.get("gpu", 0))
+n_gpus = distributed.gpus_per_node(snakemake.resources)  # per node
 gpu_lease = gpus.pin(n_gpus, log=log)  # own GPUs, before CUDA starts
 cfg = train.TrainConfig.from_dict({**snakemake.params.settings, "num_threads": snakemake.threads})
 log.info("training %s with %s", snakemake.wildcards.model, cfg)

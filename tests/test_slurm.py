@@ -15,6 +15,7 @@ the venv's Python: snakemake runs with the venv on PATH and the plugin submits w
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -331,3 +332,165 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
+
+
+# ----------------------------------------------------------------------------------------
+# multi-node pretraining: what sbatch gets, and srun torchrun with a c10d rendezvous
+# ----------------------------------------------------------------------------------------
+
+
+def dry_run_resources(workdir: Path, models: dict, *targets: str) -> dict[str, dict[str, str]]:
+    """model -> resources of its pretrain job, from a dry run (nothing is submitted)."""
+    cfg = reduced_config()
+    cfg["models"] = models
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # no profiles/default: its global `gpu=1` would cap the jobs as on a workstation
+    rc, out = run_snakemake(workdir, "-n", "--cores", "1", "--workflow-profile", "none", *targets, log_name="dry.out")
+    assert rc == 0, out[-5000:]
+    found = {}
+    for block in out.split("\nrule pretrain:\n")[1:]:
+        wildcards = re.search(r"^    wildcards: model=(\w+)$", block, flags=re.M).group(1)
+        line = re.search(r"^    resources: (.*)$", block, flags=re.M).group(1)
+        found[wildcards] = dict(item.split("=", 1) for item in line.split(", "))
+    return found
+
+
+def test_multi_node_jobs_ask_sbatch_for_one_task_per_node(tmp_path):
+    """The pretrain rule's resources through the SLURM plugin's own submit-string code (as
+    the plugin calls it): a two-node CPU model asks for two tasks, a two-node GPU model for
+    its GPUs on every node (`--gres`, per node; the plugin's `--gpus` counts the whole job)
+    and leaves one task per node (sbatch's default); one node keeps `--gpus`."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    from dnalm.distributed import gpus_per_node
+
+    models = {
+        "cpu2": {"preset": "dnabert", "nodes": 2, "threads": 3},
+        "gpu2": {"preset": "dnabert", "nodes": 2, "gpus": 4, "threads": 8},
+        "gpu1": {"preset": "dnabert", "gpus": 2, "threads": 4},
+    }
+    found = dry_run_resources(tmp_path, models, *(f"results/models/{m}" for m in models))
+    assert set(found) == set(models)
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["default-resources"]["cpus_per_task"] == "threads"
+
+    def sbatch(model):
+        res = {k: int(v) if v.isdigit() else v for k, v in found[model].items()}
+        res["cpus_per_task"] = models[model]["threads"]  # the profile's `cpus_per_task: threads`
+        resources = SimpleNamespace(**res)
+        resources.get = res.get
+        job = SimpleNamespace(resources=resources, threads=models[model]["threads"])
+        params = {"run_uuid": "u", "slurm_logfile": "l", "comment_str": "c", "account": "", "partition": "",
+                  "workdir": str(tmp_path)}  # fmt: skip
+        return (get_submit_command(job, params) + set_gres_string(job)).split(), res
+
+    cmd, res = sbatch("cpu2")
+    assert {"--nodes=2", "--ntasks=2", "--cpus-per-task=3"} <= set(cmd), cmd
+    assert not [a for a in cmd if a.startswith(("--gpus", "--gres", "--ntasks-per-gpu"))], cmd
+    assert gpus_per_node(res) == 0
+    cmd, res = sbatch("gpu2")
+    assert {"--nodes=2", "--gres=gpu:4", "--cpus-per-task=8"} <= set(cmd), cmd
+    assert not [a for a in cmd if a.startswith(("--gpus", "--ntasks"))], cmd
+    assert gpus_per_node(res) == 4  # torchrun processes per node
+    cmd, res = sbatch("gpu1")
+    assert {"--nodes=1", "--gpus=2", "--cpus-per-task=4"} <= set(cmd), cmd
+    assert not [a for a in cmd if a.startswith(("--gres", "--ntasks"))], cmd
+    assert gpus_per_node(res) == 2
+    assert gpus_per_node({"gres": "gpu:a100:8"}) == 8 and gpus_per_node({"gres": "gpu"}) == 1
+
+
+# stands in for srun on this one-node cluster, where each "node" of the two-node command is a
+# task: --nodes=2 --ntasks-per-node=1 become --nodes=1 --ntasks-per-node=2; everything else
+# (--ntasks=2, --overlap, torchrun --nnodes=2 and its c10d rendezvous) reaches srun unchanged
+SRUN_SHIM = """#!/bin/sh
+n=$#
+while [ "$n" -gt 0 ]; do
+    a=$1; shift; n=$((n - 1))
+    case $a in --nodes=2) a=--nodes=1 ;; --ntasks-per-node=1) a=--ntasks-per-node=2 ;; esac
+    set -- "$@" "$a"
+done
+echo "srun $*" >> "$(dirname "$0")/calls"
+exec {srun} "$@"
+"""
+
+# trains through dnalm.distributed.launch, as scripts/pretrain.py does
+LAUNCH_DRIVER = """
+import json, os, sys
+from dnalm.distributed import launch
+from dnalm.train import TrainConfig
+
+a = json.load(open(sys.argv[1]))
+if a["nodes"] > 1:  # two "nodes" of the one-node test cluster (SRUN_SHIM)
+    os.environ["SLURM_JOB_NUM_NODES"] = str(a["nodes"])
+    os.environ["PATH"] = a["shim_dir"] + os.pathsep + os.environ["PATH"]
+summary = launch(TrainConfig.from_dict(a["cfg"]), a["corpus"], a["out"], a["metrics"], a["ckpt"],
+                 nproc=a["nproc"], nodes=a["nodes"])
+print("SUMMARY", json.dumps(summary))
+"""
+
+
+def test_two_node_run_meets_at_a_c10d_rendezvous_and_matches_one_node(corpus_workdir, tmp_path):
+    """Inside a SLURM allocation of two tasks, from a job step of its own (as the plugin runs
+    the rule: `srun -n1`), launch(nodes=2) starts `srun --overlap torchrun --nnodes=2
+    --rdzv-backend=c10d` (one torchrun per "node", one process each, gloo on the CPU); the
+    run ends with the weights of a two-process --standalone run of the same config."""
+    from safetensors.torch import load_file
+
+    from dnalm.train import TrainConfig
+
+    real_srun = shutil.which("srun")
+    shim_dir = tmp_path / "bin"
+    shim_dir.mkdir()
+    (shim_dir / "srun").write_text(SRUN_SHIM.format(srun=real_srun))
+    (shim_dir / "srun").chmod(0o755)
+    (tmp_path / "driver.py").write_text(LAUNCH_DRIVER)
+    cfg = TrainConfig(
+        k=3, max_tokens=24, size={"layers": 1, "hidden": 16, "heads": 2}, steps=10, batch_size=4,
+        warmup_steps=1, checkpoint_every=5, log_every=5, device="cpu",
+    ).to_dict()  # fmt: skip
+    runs = {}
+    for name, nodes, nproc, threads in (("two_nodes", 2, 1, 1), ("standalone", 1, 2, 2)):
+        args = {"cfg": {**cfg, "num_threads": threads}, "corpus": str(corpus_workdir / "results/corpus/genome.npz"),
+                "out": str(tmp_path / name / "model"), "metrics": str(tmp_path / name / "metrics.tsv"),
+                "ckpt": str(tmp_path / name / "ckpt"), "nodes": nodes, "nproc": nproc,
+                "shim_dir": str(shim_dir)}  # fmt: skip
+        (tmp_path / f"{name}.json").write_text(json.dumps(args))
+        runs[name] = [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / f"{name}.json")]
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "scripts"))
+    t0 = time.monotonic()
+    # the reference beside the SLURM job, outside SLURM
+    local_env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+    local = subprocess.Popen(runs["standalone"], env=local_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out_log = tmp_path / "two_nodes.out"
+    wrap = " ".join(["srun", "-n1", "--cpus-per-task=1", "--nodes=1", *runs["two_nodes"]])
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "--nodes=1", "--ntasks=2", "--cpus-per-task=1", "--mem=3000", "-t", "2",
+         "-o", str(out_log), "-D", str(tmp_path), "--wrap", wrap],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    local_out, _ = local.communicate(timeout=600)
+    print(f"two-node run in SLURM and the standalone reference took {time.monotonic() - t0:.0f} s")
+    log = out_log.read_text() if out_log.exists() else ""
+    assert job.returncode == 0, job.stdout + job.stderr + log[-5000:]
+    assert local.returncode == 0, local_out[-5000:]
+    job_id = job.stdout.strip().split(";")[0]
+    # one torchrun per "node", meeting at the c10d rendezvous on the job's first node
+    (call,) = (shim_dir / "calls").read_text().splitlines()
+    nodelist = re.search(r"(?<![A-Za-z])NodeList=(\S+)", job_info(job_id)).group(1)
+    host = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True).stdout.split()[0]
+    port = 20000 + int(job_id) % 10000
+    assert call.startswith("srun --nodes=1 --ntasks=2 --ntasks-per-node=2 --overlap --kill-on-bad-exit=1"), call
+    for part in ("--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={host}:{port}",
+                 f"--rdzv-id={job_id}"):  # fmt: skip
+        assert f" {part} " in call, call
+    summaries = {name: json.loads(re.search(r"^SUMMARY (.*)$", text, flags=re.M).group(1))
+                 for name, text in (("two_nodes", log), ("standalone", local_out))}  # fmt: skip
+    assert summaries["two_nodes"]["processes"] == summaries["standalone"]["processes"] == 2
+    ours = load_file(tmp_path / "two_nodes" / "model" / "model.safetensors")
+    theirs = load_file(tmp_path / "standalone" / "model" / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch_equal(ours[name], theirs[name]), name
