@@ -4,14 +4,6 @@
 # resource; more than one GPU runs the job data-parallel (torchrun, one process per GPU).
 
 
-def _gpus(wildcards):
-    return MODEL_SETTINGS[wildcards.model].get("gpus", 0)
-
-
-def _nodes(wildcards):
-    return MODEL_SETTINGS[wildcards.model].get("nodes", 1)
-
-
 rule pretrain:
     input:
         unpack(pretrain_inputs),
@@ -28,14 +20,27 @@ rule pretrain:
     resources:
         mem_mb=8000,
         # one node: the model's GPUs (the SLURM plugin: sbatch --gpus, the job's total)
-        gpu=lambda wildcards: 0 if _nodes(wildcards) > 1 else _gpus(wildcards),
+        gpu=lambda wildcards: (
+            0
+            if MODEL_SETTINGS[wildcards.model].get("nodes", 1) > 1
+            else MODEL_SETTINGS[wildcards.model].get("gpus", 0)
+        ),
         # several nodes: one srun task per node launches torchrun there (dnalm.distributed);
         # the job asks for `gpus` per node (sbatch --gres=gpu:N) and, on the CPU, one task
         # per node (sbatch --ntasks=nodes; the plugin's `tasks` of a GPU job would become
         # --ntasks-per-gpu, and a GPU job has one task per node by default)
-        nodes=lambda wildcards: _nodes(wildcards),
-        gres=lambda wildcards: f"gpu:{_gpus(wildcards)}" if _nodes(wildcards) > 1 and _gpus(wildcards) else None,
-        tasks=lambda wildcards: _nodes(wildcards) if _nodes(wildcards) > 1 and not _gpus(wildcards) else None,
+        nodes=lambda wildcards: MODEL_SETTINGS[wildcards.model].get("nodes", 1),
+        gres=lambda wildcards: (
+            f"gpu:{MODEL_SETTINGS[wildcards.model]['gpus']}"
+            if MODEL_SETTINGS[wildcards.model].get("nodes", 1) > 1 and MODEL_SETTINGS[wildcards.model].get("gpus", 0)
+            else None
+        ),
+        tasks=lambda wildcards: (
+            MODEL_SETTINGS[wildcards.model]["nodes"]
+            if MODEL_SETTINGS[wildcards.model].get("nodes", 1) > 1
+            and not MODEL_SETTINGS[wildcards.model].get("gpus", 0)
+            else None
+        ),
         # in a SLURM job: checkpoint and exit 75 this long before the time limit (a retry
         # resumes; dnalm.timelimit, profiles/slurm)
         stop_before_limit_s=300,
