@@ -280,12 +280,33 @@ def corpus_workdir(cluster, tmp_path_factory):
     return workdir
 
 
+def requeue_when_resumed(proc: subprocess.Popen, workdir: Path, log_path: Path, timeout: float = 300) -> tuple[str, int]:
+    """Once the second pretrain job has resumed training, requeue it (as SLURM does after a
+    node failure or a preemption) and let it start again at once (a requeued job waits
+    for its BeginTime otherwise); returns its job id and the step it had resumed from."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        ids = submissions((workdir / "snakemake.out").read_text()).get("pretrain", [])
+        log = log_path.read_text() if log_path.exists() else ""
+        m = re.search(rf"resumed from \S+ \(step (\d+) of {STEPS}\)", log)
+        if len(ids) == 2 and f"SLURM job {ids[1]}:" in log and m:
+            subprocess.run(["scontrol", "requeue", ids[1]], check=True)
+            while time.monotonic() < deadline and "JobState=PENDING" not in job_info(ids[1]):
+                time.sleep(0.5)
+            subprocess.run(["scontrol", "update", f"JobId={ids[1]}", "StartTime=now"], check=True)
+            return ids[1], int(m.group(1))
+        time.sleep(0.5)
+    raise AssertionError(f"the retried pretrain job did not resume in time:\n{(workdir / 'snakemake.out').read_text()[-5000:]}")
+
+
 def test_pretraining_stopped_before_its_time_limit_resumes_in_the_retry(corpus_workdir, tmp_path):
     """Attempt 1 gets a 1-minute limit (SLURM's granularity) and a run that needs more: the
     job stops itself `stop_before_limit_s` before the limit with a checkpoint (exit 75),
     Snakemake's retry (profiles/slurm: preemptible-retries for pretrain) submits it again
-    (with 10 minutes, so that the test ends), and the new job resumes from that checkpoint
-    and ends with the weights of an uninterrupted run (run locally, side by side)."""
+    (with 10 minutes, so that the test ends), and the new job resumes from that checkpoint.
+    SLURM then requeues that job (profiles/slurm: slurm-requeue), which the plugin keeps
+    following under its job id, and it resumes once more; the run ends with the weights of
+    an uninterrupted run (run locally, side by side)."""
     from safetensors.torch import load_file
 
     reference = tmp_path / "reference"
@@ -299,27 +320,34 @@ def test_pretraining_stopped_before_its_time_limit_resumes_in_the_retry(corpus_w
     target = "results/models/tl"
     t0 = time.monotonic()
     local = start_snakemake(reference, "--cores", "1", target, log_name="reference.out")
+    smk = start_snakemake(workdir, "--workflow-profile", str(workdir / "profile"), target)
     try:
-        rc, out = run_snakemake(workdir, "--workflow-profile", str(workdir / "profile"), target)
+        requeued, resumed_before = requeue_when_resumed(smk, workdir, workdir / "results/logs/pretrain/tl.log")
+        rc = wait_snakemake(smk)
     finally:
+        if smk.poll() is None:
+            wait_snakemake(smk, timeout=0)
         local_rc = wait_snakemake(local)
+    out = (workdir / "snakemake.out").read_text()
     print(f"time-limit run through SLURM (with the local reference beside it) took {time.monotonic() - t0:.0f} s")
     assert rc == 0, out[-8000:]
     assert local_rc == 0, (reference / "reference.out").read_text()[-5000:]
 
     ids = submissions(out)["pretrain"]
-    assert len(ids) >= 2, out[-8000:]
-    first, last = job_info(ids[0]), job_info(ids[-1])
+    assert len(ids) == 2 and ids[1] == requeued, out[-8000:]  # the requeue is no new submission
+    first, last = job_info(ids[0]), job_info(ids[1])
     # attempt 1 stopped itself before its limit (FAILED: its exit status 75), not TIMEOUT
     assert "TimeLimit=00:01:00" in first and "JobState=FAILED" in first, first
-    assert "TimeLimit=00:10:00" in last and "JobState=COMPLETED" in last, last
+    assert "TimeLimit=00:10:00" in last and "JobState=COMPLETED" in last and "Restarts=1" in last, last
     slurm_log = next((workdir / ".snakemake" / "slurm_logs").rglob(f"{ids[0]}.log")).read_text()
     assert "exit status 75" in slurm_log or "exit code 75" in slurm_log, slurm_log[-3000:]
-    # the last attempt resumed from a checkpoint written by an earlier one
+    # attempt 2 had resumed from attempt 1's checkpoint, and after the requeue it resumed
+    # again, from there or later (SLURM's SIGTERM at the requeue: a checkpoint of that step)
+    assert 0 < resumed_before < STEPS
     log = (workdir / "results/logs/pretrain/tl.log").read_text()
     m = re.search(rf"resumed from \S+ \(step (\d+) of {STEPS}\)", log)
-    assert m and 0 < int(m.group(1)) < STEPS, log[:3000]
-    assert f"SLURM job {ids[-1]}:" in log
+    assert m and resumed_before <= int(m.group(1)) < STEPS, log[:3000]
+    assert f"SLURM job {ids[1]}:" in log
     # ... and ends where an uninterrupted run ends
     ours = load_file(workdir / target / "model.safetensors")
     theirs = load_file(reference / target / "model.safetensors")
