@@ -19,9 +19,31 @@ rule pretrain:
     threads: pretrain_threads
     resources:
         mem_mb=8000,
-        gpu=lambda wildcards: MODEL_SETTINGS[wildcards.model].get("gpus", 0),
-        # several nodes: one srun task per node launches torchrun there (dnalm.distributed)
+        # one node: the model's GPUs (the SLURM plugin: sbatch --gpus, the job's total)
+        gpu=lambda wildcards: (
+            0
+            if MODEL_SETTINGS[wildcards.model].get("nodes", 1) > 1
+            else MODEL_SETTINGS[wildcards.model].get("gpus", 0)
+        ),
+        # several nodes: one srun task per node launches torchrun there (dnalm.distributed);
+        # the job asks for `gpus` per node (sbatch --gres=gpu:N) and, on the CPU, one task
+        # per node (sbatch --ntasks=nodes; the plugin's `tasks` of a GPU job would become
+        # --ntasks-per-gpu, and a GPU job has one task per node by default)
         nodes=lambda wildcards: MODEL_SETTINGS[wildcards.model].get("nodes", 1),
+        gres=lambda wildcards: (
+            f"gpu:{MODEL_SETTINGS[wildcards.model]['gpus']}"
+            if MODEL_SETTINGS[wildcards.model].get("nodes", 1) > 1 and MODEL_SETTINGS[wildcards.model].get("gpus", 0)
+            else None
+        ),
+        tasks=lambda wildcards: (
+            MODEL_SETTINGS[wildcards.model]["nodes"]
+            if MODEL_SETTINGS[wildcards.model].get("nodes", 1) > 1
+            and not MODEL_SETTINGS[wildcards.model].get("gpus", 0)
+            else None
+        ),
+        # in a SLURM job: checkpoint and exit 75 this long before the time limit (a retry
+        # resumes; dnalm.timelimit, profiles/slurm)
+        stop_before_limit_s=300,
     params:
         settings=model_settings,
         checkpoint_dir=lambda wildcards: R(f"pretrain/{wildcards.model}/checkpoints"),

@@ -15,6 +15,7 @@ the venv's Python: snakemake runs with the venv on PATH and the plugin submits w
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -124,27 +125,35 @@ def cluster():
         subprocess.run(["bash", str(SLURM_TOOLS / "stop_slurm.sh")], env=env, timeout=180)
 
 
-def run_snakemake(workdir: Path, *args: str) -> tuple[int, str]:
-    """snakemake with the venv on PATH (sbatch --export=ALL hands it to the jobs); stopped with
-    SIGINT on timeout (it ignores SIGTERM while it polls SLURM) so that it cancels its jobs."""
+def start_snakemake(workdir: Path, *args: str, log_name: str = "snakemake.out") -> subprocess.Popen:
+    """snakemake with the venv on PATH (sbatch --export=ALL hands it to the jobs), its output
+    in ``workdir/log_name``."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     env.pop("SNAKEMAKE_PROFILE", None)
-    log = workdir / "snakemake.out"
     cmd = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), *args]
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+           "--configfile", str(workdir / "config.yaml"), *args]  # fmt: skip
+    with open(workdir / log_name, "w") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+
+
+def wait_snakemake(proc: subprocess.Popen, timeout: float = RUN_TIMEOUT) -> int:
+    """Its exit status; stopped with SIGINT on timeout (it ignores SIGTERM while it polls
+    SLURM) so that it cancels its jobs."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
         try:
-            rc = proc.wait(timeout=RUN_TIMEOUT)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            rc = -1
-    return rc, log.read_text()
+            proc.kill()
+        return -1
+
+
+def run_snakemake(workdir: Path, *args: str, log_name: str = "snakemake.out") -> tuple[int, str]:
+    rc = wait_snakemake(start_snakemake(workdir, *args, log_name=log_name))
+    return rc, (workdir / log_name).read_text()
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +250,275 @@ def test_sbatch_got_the_profile_resources(slurm_run):
     assert f"TimeLimit={limit}" in text, text  # the profile's set-resources reached sbatch
     assert "MinMemoryNode=1000M" in text, text
     assert f"WorkDir={workdir}" in text, text
+
+
+# ----------------------------------------------------------------------------------------
+# a pretraining job that reaches its time limit resumes in the job Snakemake submits again
+# ----------------------------------------------------------------------------------------
+
+STEPS = 600  # ~40 s of training on one core here; attempt 1 trains for the seconds between its
+# start-up and the stop at 60 - 45 s (a faster machine needs more steps than it can do then)
+
+
+def job_info(job_id: str) -> str:
+    info = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
+    assert info.returncode == 0 and f"JobId={job_id}" in info.stdout, info.stdout + info.stderr
+    return info.stdout
+
+
+@pytest.fixture(scope="module")
+def corpus_workdir(cluster, tmp_path_factory):
+    """A workdir with one small model (random masking: no NPMI job) whose corpus is built
+    (locally: only the pretraining job matters here)."""
+    workdir = tmp_path_factory.mktemp("timelimit")
+    cfg = reduced_config()
+    cfg["training"].update(steps=STEPS, checkpoint_every=100, log_every=10)
+    cfg["models"] = {"tl": {"preset": "dnabert"}}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    rc, out = run_snakemake(workdir, "--cores", "2", "results/corpus/genome.npz", log_name="corpus.out")
+    assert rc == 0, out[-5000:]
+    return workdir
+
+
+def requeue_when_resumed(proc: subprocess.Popen, workdir: Path, log_path: Path, timeout: float = 300) -> tuple[str, int]:
+    """Once the second pretrain job has resumed training, requeue it (as SLURM does after a
+    node failure or a preemption) and let it start again at once (a requeued job waits
+    for its BeginTime otherwise); returns its job id and the step it had resumed from."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        ids = submissions((workdir / "snakemake.out").read_text()).get("pretrain", [])
+        log = log_path.read_text() if log_path.exists() else ""
+        m = re.search(rf"resumed from \S+ \(step (\d+) of {STEPS}\)", log)
+        if len(ids) == 2 and f"SLURM job {ids[1]}:" in log and m:
+            subprocess.run(["scontrol", "requeue", ids[1]], check=True)
+            while time.monotonic() < deadline and "JobState=PENDING" not in job_info(ids[1]):
+                time.sleep(0.5)
+            subprocess.run(["scontrol", "update", f"JobId={ids[1]}", "StartTime=now"], check=True)
+            return ids[1], int(m.group(1))
+        time.sleep(0.5)
+    raise AssertionError(f"the retried pretrain job did not resume in time:\n{(workdir / 'snakemake.out').read_text()[-5000:]}")
+
+
+def test_pretraining_stopped_before_its_time_limit_resumes_in_the_retry(corpus_workdir, tmp_path):
+    """Attempt 1 gets a 1-minute limit (SLURM's granularity) and a run that needs more: the
+    job stops itself `stop_before_limit_s` before the limit with a checkpoint (exit 75),
+    Snakemake's retry (profiles/slurm: preemptible-retries for pretrain) submits it again
+    (with 10 minutes, so that the test ends), and the new job resumes from that checkpoint.
+    SLURM then requeues that job (profiles/slurm: slurm-requeue), which the plugin keeps
+    following under its job id, and it resumes once more; the run ends with the weights of
+    an uninterrupted run (run locally, side by side)."""
+    from safetensors.torch import load_file
+
+    reference = tmp_path / "reference"
+    shutil.copytree(corpus_workdir, reference, symlinks=True)
+    workdir = corpus_workdir
+    profile = local_profile(yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text()))
+    assert profile["preemptible-rules"] == ["pretrain"] and profile["preemptible-retries"] >= 1
+    profile["set-resources"]["pretrain"].update(runtime="1 if attempt == 1 else 10", stop_before_limit_s=45)
+    (workdir / "profile").mkdir()
+    (workdir / "profile" / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    target = "results/models/tl"
+    t0 = time.monotonic()
+    local = start_snakemake(reference, "--cores", "1", target, log_name="reference.out")
+    smk = start_snakemake(workdir, "--workflow-profile", str(workdir / "profile"), target)
+    try:
+        requeued, resumed_before = requeue_when_resumed(smk, workdir, workdir / "results/logs/pretrain/tl.log")
+        rc = wait_snakemake(smk)
+    finally:
+        if smk.poll() is None:
+            wait_snakemake(smk, timeout=0)
+        local_rc = wait_snakemake(local)
+    out = (workdir / "snakemake.out").read_text()
+    print(f"time-limit run through SLURM (with the local reference beside it) took {time.monotonic() - t0:.0f} s")
+    assert rc == 0, out[-8000:]
+    assert local_rc == 0, (reference / "reference.out").read_text()[-5000:]
+
+    ids = submissions(out)["pretrain"]
+    assert len(ids) == 2 and ids[1] == requeued, out[-8000:]  # the requeue is no new submission
+    first, last = job_info(ids[0]), job_info(ids[1])
+    # attempt 1 stopped itself before its limit (FAILED: its exit status 75), not TIMEOUT
+    assert "TimeLimit=00:01:00" in first and "JobState=FAILED" in first, first
+    assert "TimeLimit=00:10:00" in last and "JobState=COMPLETED" in last and "Restarts=1" in last, last
+    slurm_log = next((workdir / ".snakemake" / "slurm_logs").rglob(f"{ids[0]}.log")).read_text()
+    assert "exit status 75" in slurm_log or "exit code 75" in slurm_log, slurm_log[-3000:]
+    # attempt 2 had resumed from attempt 1's checkpoint, and after the requeue it resumed
+    # again, from there or later (SLURM's SIGTERM at the requeue: a checkpoint of that step)
+    assert 0 < resumed_before < STEPS
+    log = (workdir / "results/logs/pretrain/tl.log").read_text()
+    m = re.search(rf"resumed from \S+ \(step (\d+) of {STEPS}\)", log)
+    assert m and resumed_before <= int(m.group(1)) < STEPS, log[:3000]
+    assert f"SLURM job {ids[1]}:" in log
+    # ... and ends where an uninterrupted run ends
+    ours = load_file(workdir / target / "model.safetensors")
+    theirs = load_file(reference / target / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch_equal(ours[name], theirs[name]), name
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
+
+
+# ----------------------------------------------------------------------------------------
+# multi-node pretraining: what sbatch gets, and srun torchrun with a c10d rendezvous
+# ----------------------------------------------------------------------------------------
+
+
+def dry_run_resources(workdir: Path, models: dict, *targets: str) -> dict[str, dict[str, str]]:
+    """model -> resources of its pretrain job, from a dry run (nothing is submitted)."""
+    cfg = reduced_config()
+    cfg["models"] = models
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # no profiles/default: its global `gpu=1` would cap the jobs as on a workstation
+    rc, out = run_snakemake(workdir, "-n", "--cores", "1", "--workflow-profile", "none", *targets, log_name="dry.out")
+    assert rc == 0, out[-5000:]
+    found = {}
+    for block in out.split("\nrule pretrain:\n")[1:]:
+        wildcards = re.search(r"^    wildcards: model=(\w+)$", block, flags=re.M).group(1)
+        line = re.search(r"^    resources: (.*)$", block, flags=re.M).group(1)
+        found[wildcards] = dict(item.split("=", 1) for item in line.split(", "))
+    return found
+
+
+def test_multi_node_jobs_ask_sbatch_for_one_task_per_node(tmp_path):
+    """The pretrain rule's resources through the SLURM plugin's own submit-string code (as
+    the plugin calls it): a two-node CPU model asks for two tasks, a two-node GPU model for
+    its GPUs on every node (`--gres`, per node; the plugin's `--gpus` counts the whole job)
+    and leaves one task per node (sbatch's default); one node keeps `--gpus`."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    from dnalm.distributed import gpus_per_node
+
+    models = {
+        "cpu2": {"preset": "dnabert", "nodes": 2, "threads": 3},
+        "gpu2": {"preset": "dnabert", "nodes": 2, "gpus": 4, "threads": 8},
+        "gpu1": {"preset": "dnabert", "gpus": 2, "threads": 4},
+    }
+    found = dry_run_resources(tmp_path, models, *(f"results/models/{m}" for m in models))
+    assert set(found) == set(models)
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["default-resources"]["cpus_per_task"] == "threads"
+
+    def sbatch(model):
+        res = {k: int(v) if v.isdigit() else v for k, v in found[model].items()}
+        res["cpus_per_task"] = models[model]["threads"]  # the profile's `cpus_per_task: threads`
+        resources = SimpleNamespace(**res)
+        resources.get = res.get
+        job = SimpleNamespace(resources=resources, threads=models[model]["threads"])
+        params = {"run_uuid": "u", "slurm_logfile": "l", "comment_str": "c", "account": "", "partition": "",
+                  "workdir": str(tmp_path)}  # fmt: skip
+        return (get_submit_command(job, params) + set_gres_string(job)).split(), res
+
+    cmd, res = sbatch("cpu2")
+    assert {"--nodes=2", "--ntasks=2", "--cpus-per-task=3"} <= set(cmd), cmd
+    assert not [a for a in cmd if a.startswith(("--gpus", "--gres", "--ntasks-per-gpu"))], cmd
+    assert gpus_per_node(res) == 0
+    cmd, res = sbatch("gpu2")
+    assert {"--nodes=2", "--gres=gpu:4", "--cpus-per-task=8"} <= set(cmd), cmd
+    assert not [a for a in cmd if a.startswith(("--gpus", "--ntasks"))], cmd
+    assert gpus_per_node(res) == 4  # torchrun processes per node
+    cmd, res = sbatch("gpu1")
+    assert {"--nodes=1", "--gpus=2", "--cpus-per-task=4"} <= set(cmd), cmd
+    assert not [a for a in cmd if a.startswith(("--gres", "--ntasks"))], cmd
+    assert gpus_per_node(res) == 2
+    assert gpus_per_node({"gres": "gpu:a100:8"}) == 8 and gpus_per_node({"gres": "gpu"}) == 1
+
+
+# stands in for srun on this one-node cluster, where each "node" of the two-node command is a
+# task: --nodes=2 --ntasks-per-node=1 become --nodes=1 --ntasks-per-node=2; everything else
+# (--ntasks=2, --overlap, torchrun --nnodes=2 and its c10d rendezvous) reaches srun unchanged
+SRUN_SHIM = """#!/bin/sh
+n=$#
+while [ "$n" -gt 0 ]; do
+    a=$1; shift; n=$((n - 1))
+    case $a in --nodes=2) a=--nodes=1 ;; --ntasks-per-node=1) a=--ntasks-per-node=2 ;; esac
+    set -- "$@" "$a"
+done
+echo "srun $*" >> "$(dirname "$0")/calls"
+exec {srun} "$@"
+"""
+
+# trains through dnalm.distributed.launch, as scripts/pretrain.py does
+LAUNCH_DRIVER = """
+import json, os, sys
+from dnalm.distributed import launch
+from dnalm.train import TrainConfig
+
+a = json.load(open(sys.argv[1]))
+if a["nodes"] > 1:  # two "nodes" of the one-node test cluster (SRUN_SHIM)
+    os.environ["SLURM_JOB_NUM_NODES"] = str(a["nodes"])
+    os.environ["PATH"] = a["shim_dir"] + os.pathsep + os.environ["PATH"]
+summary = launch(TrainConfig.from_dict(a["cfg"]), a["corpus"], a["out"], a["metrics"], a["ckpt"],
+                 nproc=a["nproc"], nodes=a["nodes"])
+print("SUMMARY", json.dumps(summary))
+"""
+
+
+def test_two_node_run_meets_at_a_c10d_rendezvous_and_matches_one_node(corpus_workdir, tmp_path):
+    """Inside a SLURM allocation of two tasks, from a job step of its own (as the plugin runs
+    the rule: `srun -n1`), launch(nodes=2) starts `srun --overlap torchrun --nnodes=2
+    --rdzv-backend=c10d` (one torchrun per "node", one process each, gloo on the CPU); the
+    run ends with the weights of a two-process --standalone run of the same config."""
+    from safetensors.torch import load_file
+
+    from dnalm.train import TrainConfig
+
+    real_srun = shutil.which("srun")
+    shim_dir = tmp_path / "bin"
+    shim_dir.mkdir()
+    (shim_dir / "srun").write_text(SRUN_SHIM.format(srun=real_srun))
+    (shim_dir / "srun").chmod(0o755)
+    (tmp_path / "driver.py").write_text(LAUNCH_DRIVER)
+    cfg = TrainConfig(
+        k=3, max_tokens=24, size={"layers": 1, "hidden": 16, "heads": 2}, steps=10, batch_size=4,
+        warmup_steps=1, checkpoint_every=5, log_every=5, device="cpu",
+    ).to_dict()  # fmt: skip
+    runs = {}
+    for name, nodes, nproc, threads in (("two_nodes", 2, 1, 1), ("standalone", 1, 2, 2)):
+        args = {"cfg": {**cfg, "num_threads": threads}, "corpus": str(corpus_workdir / "results/corpus/genome.npz"),
+                "out": str(tmp_path / name / "model"), "metrics": str(tmp_path / name / "metrics.tsv"),
+                "ckpt": str(tmp_path / name / "ckpt"), "nodes": nodes, "nproc": nproc,
+                "shim_dir": str(shim_dir)}  # fmt: skip
+        (tmp_path / f"{name}.json").write_text(json.dumps(args))
+        runs[name] = [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / f"{name}.json")]
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "scripts"))
+    t0 = time.monotonic()
+    # the reference beside the SLURM job, outside SLURM
+    local_env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+    local = subprocess.Popen(runs["standalone"], env=local_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out_log = tmp_path / "two_nodes.out"
+    wrap = " ".join(["srun", "-n1", "--cpus-per-task=1", "--nodes=1", *runs["two_nodes"]])
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "--nodes=1", "--ntasks=2", "--cpus-per-task=1", "--mem=3000", "-t", "2",
+         "-o", str(out_log), "-D", str(tmp_path), "--wrap", wrap],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    local_out, _ = local.communicate(timeout=600)
+    print(f"two-node run in SLURM and the standalone reference took {time.monotonic() - t0:.0f} s")
+    log = out_log.read_text() if out_log.exists() else ""
+    assert job.returncode == 0, job.stdout + job.stderr + log[-5000:]
+    assert local.returncode == 0, local_out[-5000:]
+    job_id = job.stdout.strip().split(";")[0]
+    # one torchrun per "node", meeting at the c10d rendezvous on the job's first node
+    (call,) = (shim_dir / "calls").read_text().splitlines()
+    nodelist = re.search(r"(?<![A-Za-z])NodeList=(\S+)", job_info(job_id)).group(1)
+    host = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True).stdout.split()[0]
+    port = 20000 + int(job_id) % 10000
+    assert call.startswith("srun --nodes=1 --ntasks=2 --ntasks-per-node=2 --overlap --kill-on-bad-exit=1"), call
+    for part in ("--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={host}:{port}",
+                 f"--rdzv-id={job_id}"):  # fmt: skip
+        assert f" {part} " in call, call
+    summaries = {name: json.loads(re.search(r"^SUMMARY (.*)$", text, flags=re.M).group(1))
+                 for name, text in (("two_nodes", log), ("standalone", local_out))}  # fmt: skip
+    assert summaries["two_nodes"]["processes"] == summaries["standalone"]["processes"] == 2
+    ours = load_file(tmp_path / "two_nodes" / "model" / "model.safetensors")
+    theirs = load_file(tmp_path / "standalone" / "model" / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch_equal(ours[name], theirs[name]), name

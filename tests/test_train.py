@@ -240,7 +240,8 @@ def test_multi_node_launch_command_from_the_slurm_environment(tmp_path):
     job = tmp_path / "job.json"
     cmd = ddp_command(job, 4, python="/py", nodes=2, env=env)
     assert cmd == [
-        "srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--cpus-per-task=16",
+        "srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--overlap", "--kill-on-bad-exit=1",
+        "--cpus-per-task=16",
         "/py", "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d",
         "--rdzv-endpoint=gpu07:23456", "--rdzv-id=123456", "-m", "dnalm.train", str(job),
     ]  # fmt: skip
@@ -248,8 +249,8 @@ def test_multi_node_launch_command_from_the_slurm_environment(tmp_path):
     # SLURM_NNODES (older SLURM), one GPU per node, no --cpus-per-task
     env2 = {k: v for k, v in env.items() if k not in ("SLURM_JOB_NUM_NODES", "SLURM_CPUS_PER_TASK")}
     cmd = ddp_command(job, 1, python="/py", nodes=2, env={**env2, "SLURM_NNODES": "2"})
-    assert cmd[:5] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
-    assert cmd[5] == "/py" and "--nproc-per-node=1" in cmd
+    assert cmd[:6] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--overlap", "--kill-on-bad-exit=1"]
+    assert cmd[6] == "/py" and "--nproc-per-node=1" in cmd
     # one node: the standalone command, whatever the job has
     assert ddp_command(job, 4, python="/py", nodes=1, env=env) == ddp_command(job, 4, python="/py")
     # the port: deterministic, in 20000-29999, different for neighbouring jobs

@@ -85,6 +85,20 @@ def slurm_head_node(env: Mapping[str, str]) -> str:
     return out[0]
 
 
+def gpus_per_node(resources: Mapping) -> int:
+    """GPUs per node of a pretraining job (rule resources): its ``gpu`` resource, or, in a
+    multi-node job, which asks for them per node as ``gres: gpu:N`` (``gpu:type:N``) because
+    the plugin's ``gpu`` means the whole job's (``sbatch --gpus``), the N of ``gres``."""
+    n = int(resources.get("gpu", 0) or 0)
+    if n:
+        return n
+    for item in str(resources.get("gres", "") or "").split(","):
+        name, *rest = item.strip().split(":")
+        if name == "gpu":
+            return int(rest[-1]) if rest and rest[-1].isdigit() else 1
+    return 0
+
+
 def rendezvous_port(job_id: str | int) -> int:
     """A port in 20000-29999 derived from the SLURM job id: the same for every node of the
     job (and for a requeued job), different for jobs that may share a head node, and below
@@ -102,6 +116,9 @@ def ddp_command(
     (``nodes`` > 1, inside a SLURM job of that many nodes, ``env`` defaulting to this
     process's environment): ``srun`` starts one ``torchrun`` per node, which meet at the
     c10d rendezvous on the job's first node, at :func:`rendezvous_port`, under the job id.
+    ``srun --overlap``: this process runs in a job step of its own (the Snakemake job's
+    ``srun -n1``), which holds CPUs of the first node; without it the new step waits for them
+    forever.
     """
     if nodes < 1 or nproc < 1 or nodes * nproc < 2:
         raise ValueError(f"a data-parallel run needs >= 2 processes, got {nodes} node(s) x {nproc}")
@@ -119,7 +136,7 @@ def ddp_command(
     job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
     if not job_id:
         raise RuntimeError("a multi-node run needs SLURM_JOB_ID (is this a SLURM job?)")
-    srun = ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    srun = ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", "--overlap", "--kill-on-bad-exit=1"]
     if env.get("SLURM_CPUS_PER_TASK"):  # srun does not inherit sbatch's --cpus-per-task
         srun.append(f"--cpus-per-task={env['SLURM_CPUS_PER_TASK']}")
     return [

@@ -1,7 +1,9 @@
 """Stopping a training run cleanly when the scheduler asks.
 
-SLURM sends SIGTERM at a job's time limit (and ``--signal=USR1@<seconds>`` sends SIGUSR1
-that long before it); other schedulers send SIGTERM before they preempt a job. While the
+SLURM sends SIGTERM at a job's time limit, and in a SLURM job :mod:`dnalm.timelimit` sends
+the training process SIGUSR1 some minutes before it (SLURM's own ``--signal`` would also
+reach, and kill, the Snakemake process of the job); other schedulers send SIGTERM before they
+preempt a job. While the
 training loop runs, either signal only sets a flag (:class:`StopRequest`): the loop finishes
 its optimizer step, writes a checkpoint, and the process exits with
 :data:`PREEMPTED_EXIT_CODE` (:class:`Preempted`), so that a retry (Snakemake ``retries``, a
