@@ -331,6 +331,7 @@ def test_untrained_controls_take_their_models_colour_dotted(tmp_path, fewshot_su
     }
     assert styles["orphan@init"]["linestyle"] == "-"  # its model is not drawn: a colour of its own
     assert plots.model_order(models) == ["dnabert", "dnabert@init", "genemask", "orphan@init", "kmer"]
+    assert plots.model_order(["kmer", "align", "b", "a"]) == ["a", "b", "align", "kmer"]
     assert plots.model_label("dnabert@init") == "dnabert@init (untrained control)"
     # in a figure: the control's line is dotted in its model's colour, labelled as a control
     table = fewshot_summary.copy()

@@ -33,7 +33,7 @@ def reduced_config() -> dict:
         "dnabert": {"preset": "dnabert"},
         "genemask": {"preset": "genemask"},
         "barcodemae": {"preset": "barcodemae"},
-        "barcodegpt": {"preset": "barcodegpt"},  # causal LM
+        "barcodegpt": cfg["models"]["barcodegpt"],  # causal LM, as in the demo
     }
     cfg["evaluation"]["controls"] = True  # every model also untrained, as <name>@init
     cfg["evaluation"]["align"] = {"enabled": True}

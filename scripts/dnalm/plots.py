@@ -45,6 +45,7 @@ MODEL_COLORS = [
 ]
 MARKERS = ["o", "^", "D", "v", "P", "X", "<", ">"]
 BASELINE = "kmer"
+ALIGN_BASELINE = "align"  # the alignment baseline: drawn among the models, placed before the k-mer baseline
 BASELINE_COLOR = "#7F7F7F"
 MUTED_COLOR = "#BBBBBB"
 
@@ -110,10 +111,12 @@ def model_style(models) -> dict[str, dict]:
 
 
 def model_order(models) -> list[str]:
-    """Sorted model names, each untrained control right after its model, the baseline last."""
+    """Sorted model names, each untrained control right after its model, then the
+    alignment baseline and the k-mer baseline last."""
     models = set(models)
-    rest = sorted((m for m in models if m != BASELINE), key=lambda m: (_control_base(m) or m, m))
-    return rest + ([BASELINE] if BASELINE in models else [])
+    last = [m for m in (ALIGN_BASELINE, BASELINE) if m in models]
+    rest = sorted((m for m in models if m not in last), key=lambda m: (_control_base(m) or m, m))
+    return rest + last
 
 
 def model_label(model: str) -> str:
@@ -350,7 +353,7 @@ def plot_taxonomy(summary: pd.DataFrame, path: str | os.PathLike, chance=None) -
             ticks = [model_tick(m) for m in models]
             ax.set_xticks(x, ticks, rotation=20 if long else 0, ha="right" if long else "center")
             for label, m in zip(ax.get_xticklabels(), models):
-                if m == BASELINE:
+                if m in (BASELINE, ALIGN_BASELINE) or _control_base(m):
                     label.set_color(BASELINE_COLOR)
             ax.set_ylim(0, 1.1)
             ax.set_xlim(-0.6, len(models) - 0.4)
