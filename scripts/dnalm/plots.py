@@ -474,7 +474,7 @@ def plot_training(
                 Line2D([], [], color="0.3", linestyle=":", marker="o", markerfacecolor="white", linewidth=1.4),
             ]
             val_label = "validation (held out; step 0: untrained)" if initial else "validation (held out)"
-            axes[0].legend(kinds, ["training", val_label], loc="upper right", frameon=False)
+            axes[0].legend(kinds, ["training", val_label], loc="best", frameon=False)
         _legend_right(fig, [h for _, h in handles], [m for m, _ in handles], title="model")
         fig.suptitle("Pretraining (masked tokens; next token for causal models)")
     save_figure(fig, path)
