@@ -12,6 +12,7 @@ if str(WORKFLOW_DIR / "scripts") not in sys.path:
 
 from dnalm import sources as _sources
 from dnalm.config import BASELINE, ConfigError, check_inputs, resolve_model, train_settings, validate_config
+from dnalm.config import CONTROL_SUFFIX, control_models, control_name, control_of
 
 from dnalm.simulate.defaults import DEFAULT_BARCODES, DEFAULT_GENOME
 
@@ -37,7 +38,10 @@ except ConfigError as _err:
 
 
 MODELS = list(config["models"])
-ALL_MODELS = MODELS + [BASELINE]  # the k-mer-spectrum baseline is evaluated as one more model
+# untrained controls (evaluation.controls): `<model>@init` for every model trained here
+TRAINED_MODELS = [m for m in MODELS if not (config["models"][m] or {}).get("pretrained")]
+CONTROLS = control_models(config, TRAINED_MODELS)
+ALL_MODELS = MODELS + CONTROLS + [BASELINE]  # the k-mer-spectrum baseline is evaluated as one more model
 TASKS = list(config["evaluation"]["fewshot"]["tasks"])
 SIM_TASKS = list(DATA.simulated_tasks)  # tasks the demo simulator writes (none for a real genome)
 REAL_TASKS = list(DATA.tasks)  # tasks converted from real files (data.tasks)
@@ -202,7 +206,7 @@ def fewshot_finetune_settings(wildcards):
 
 
 def fewshot_gpus(wildcards):
-    return min(1, MODEL_SETTINGS[wildcards.model].get("gpus", 0)) if finetunes(wildcards) else 0
+    return min(1, model_gpus(wildcards.model)) if finetunes(wildcards) else 0
 
 
 def eval_outputs():
@@ -221,13 +225,61 @@ def report_models(embedded=True):
 
 
 def training_metrics():
-    return expand(R("pretrain/{model}/metrics.tsv"), model=MODELS)
+    return expand(R("pretrain/{model}/metrics.tsv"), model=TRAINED_MODELS)
+
+
+# ---------------------------------------------------------------- untrained controls, leaderboard
+# (kept apart from the model resolution above: controls are derived from the trained models)
+def model_gpus(model):
+    """GPUs of a model's jobs: its own `gpus`, a control's those of its model, else 0."""
+    return MODEL_SETTINGS.get(control_of(model) or model, {}).get("gpus", 0)
+
+
+def validation_tables():
+    """Validation scores of every trained model (pretrain) and control (init_model)."""
+    return expand(R("pretrain/{model}/validation.tsv"), model=TRAINED_MODELS + CONTROLS)
+
+
+def model_kind(model):
+    """trained | control | external | baseline (the leaderboard's provenance kinds)."""
+    if model in (BASELINE, ALIGN_BASELINE):
+        return "baseline"
+    if model in CONTROLS:
+        return "control"
+    return "trained" if model in TRAINED_MODELS else "external"
+
+
+def leaderboard_models():
+    """Rows of the leaderboard: the models of the report (report.models, default all)."""
+    return report_models(embedded=False)
+
+
+def provenance_inputs():
+    """The saved directory of every neural model of the leaderboard (its dnalm.json tells
+    where it comes from)."""
+    return {m: model_dir(m) for m in leaderboard_models() if model_kind(m) != "baseline"}
+
+
+def baseline_provenance():
+    """What each baseline is, in words (the leaderboard's provenance column)."""
+    align = config["evaluation"]["align"]
+    search = (
+        "exhaustive"
+        if align["maxaccepts"] == 0 and align["maxrejects"] == 0
+        else (f"heuristic, maxaccepts {align['maxaccepts']}, maxrejects {align['maxrejects']}")
+    )
+    return {
+        BASELINE: f"k-mer spectrum, k={config['baseline']['k']} (no model)",
+        ALIGN_BASELINE: f"{align['tool']} --usearch_global, {search}: nearest reference by global alignment identity",
+    }
 
 
 def all_outputs():
     return [
         R("report/metrics.tsv"),
         R("report/summary.md"),
+        R("report/leaderboard.tsv"),
+        R("report/figures/leaderboard.png"),
         R("report/figures/fewshot.png"),
         R("report/figures/taxonomy.png"),
         R("report/figures/training.png"),

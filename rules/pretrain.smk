@@ -2,6 +2,8 @@
 # config) on its corpus (rules/corpus.smk). Checkpoints live outside the declared outputs,
 # so a killed job resumes when the rule is rerun. A model's `gpus:` is the job's `gpu`
 # resource; more than one GPU runs the job data-parallel (torchrun, one process per GPU).
+# Each trained model also gets its untrained control `<model>@init` (evaluation.controls):
+# rule init_model saves the weights training starts from, evaluated like any model.
 
 
 rule pretrain:
@@ -10,10 +12,13 @@ rule pretrain:
     output:
         model=directory(model_dir()),
         metrics=R("pretrain/{model}/metrics.tsv"),
+        validation=R("pretrain/{model}/validation.tsv"),
     log:
         R("logs/pretrain/{model}.log"),
     benchmark:
         R("benchmarks/pretrain/{model}.tsv")
+    wildcard_constraints:
+        model=_alternatives(TRAINED_MODELS),
     conda:
         "../envs/pretrain.yaml"
     threads: pretrain_threads
@@ -49,3 +54,28 @@ rule pretrain:
         checkpoint_dir=lambda wildcards: R(f"pretrain/{wildcards.model}/checkpoints"),
     script:
         "../scripts/pretrain.py"
+
+
+rule init_model:
+    input:
+        # the corpus (and NPMI table) of the model: the control is scored on its validation slice
+        unpack(pretrain_inputs),
+    output:
+        model=directory(model_dir("{model}" + CONTROL_SUFFIX)),
+        validation=R("pretrain/{model}" + CONTROL_SUFFIX + "/validation.tsv"),
+    log:
+        R("logs/init_model/{model}.log"),
+    benchmark:
+        R("benchmarks/init_model/{model}.tsv")
+    wildcard_constraints:
+        model=_alternatives(TRAINED_MODELS),
+    conda:
+        "../envs/pretrain.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        settings=model_settings,
+        control=lambda wildcards: control_name(wildcards.model),
+    script:
+        "../scripts/init_model.py"

@@ -4,7 +4,8 @@
 
 rule collect_metrics:
     input:
-        eval_outputs(),
+        tables=eval_outputs() + validation_tables(),
+        models=list(provenance_inputs().values()),
     output:
         metrics=report(
             R("report/metrics.tsv"),
@@ -12,6 +13,13 @@ rule collect_metrics:
             category="Tables",
             labels={"table": "every metric (tidy)"},
         ),
+        leaderboard=report(
+            R("report/leaderboard.tsv"),
+            caption="report/leaderboard.rst",
+            category="Tables",
+            labels={"table": "leaderboard"},
+        ),
+        gains=R("report/gains.tsv"),
         summary=R("report/summary.md"),
         summary_html=report(
             R("report/summary.html"),
@@ -21,16 +29,41 @@ rule collect_metrics:
         ),
     log:
         R("logs/collect_metrics.log"),
-    params:
-        models=report_models(embedded=False),
-        shots_scale=config["evaluation"]["fewshot"]["shots_scale"],
+    conda:
+        "../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/evaluate.yaml"
+    params:
+        models=report_models(embedded=False),
+        shots_scale=config["evaluation"]["fewshot"]["shots_scale"],
+        kinds={m: model_kind(m) for m in leaderboard_models()},
+        model_dirs=provenance_inputs(),
+        baselines=baseline_provenance(),
     script:
         "../scripts/collect_metrics.py"
+
+
+rule plot_leaderboard:
+    input:
+        leaderboard=R("report/leaderboard.tsv"),
+        metrics=R("report/metrics.tsv"),
+    output:
+        report(
+            R("report/figures/leaderboard.png"),
+            caption="report/leaderboard_figure.rst",
+            category="Leaderboard",
+            labels={"figure": "leaderboard heat map"},
+        ),
+    log:
+        R("logs/plot_leaderboard.log"),
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/plot_leaderboard.py"
 
 
 rule plot_fewshot:
@@ -45,15 +78,15 @@ rule plot_fewshot:
         ),
     log:
         R("logs/plot_fewshot.log"),
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
     params:
         metric=config["report"]["fewshot_metric"],
         models=report_models(),
         shots_scale=config["evaluation"]["fewshot"]["shots_scale"],
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/evaluate.yaml"
     script:
         "../scripts/plot_fewshot.py"
 
@@ -70,36 +103,38 @@ rule plot_taxonomy:
         ),
     log:
         R("logs/plot_taxonomy.log"),
-    params:
-        models=report_models(embedded=False),
+    conda:
+        "../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/evaluate.yaml"
+    params:
+        models=report_models(embedded=False),
     script:
         "../scripts/plot_taxonomy.py"
 
 
 rule plot_training:
     input:
-        training_metrics(),
+        curves=training_metrics(),
+        initial=[R(f"pretrain/{c}/validation.tsv") for c in CONTROLS],
     output:
         report(
             R("report/figures/training.png"),
             caption="report/training.rst",
             category="Pretraining",
-            labels={"figure": "loss and mask rate"},
+            labels={"figure": "training and validation curves"},
         ),
     log:
         R("logs/plot_training.log"),
-    params:
-        models=MODELS,
+    conda:
+        "../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/evaluate.yaml"
+    params:
+        models=TRAINED_MODELS,
+        controlled=[control_of(c) for c in CONTROLS],
     script:
         "../scripts/plot_training.py"
 
@@ -116,13 +151,13 @@ rule plot_top_kmers:
         ),
     log:
         R("logs/plot_top_kmers.log"),
-    params:
-        top=config["npmi"]["plot_top"],
+    conda:
+        "../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/evaluate.yaml"
+    params:
+        top=config["npmi"]["plot_top"],
     script:
         "../scripts/plot_top_kmers.py"
 
@@ -139,11 +174,11 @@ rule plot_bias:
         ),
     log:
         R("logs/plot_bias.log"),
+    conda:
+        "../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/evaluate.yaml"
     script:
         "../scripts/plot_bias.py"
 
@@ -163,14 +198,14 @@ rule plot_embedding_map:
         R("logs/plot_embedding_map.log"),
     benchmark:
         R("benchmarks/plot_embedding_map.tsv")
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
     params:
         models=report_models(),
         settings=config["report"]["embedding_map"],
         seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=2000,
-    conda:
-        "../envs/evaluate.yaml"
     script:
         "../scripts/plot_embedding_map.py"

@@ -534,3 +534,53 @@ def test_planted_motifs_need_the_simulated_genome(demo, tmp_path):
     demo["data"]["tasks"] = {"t": {"train": {"path": train}, "test": {"path": train}}}
     demo["evaluation"]["fewshot"]["shots"] = [10]
     _raises(demo, "npmi.motifs", "'planted' needs the simulated genome")
+
+
+# --------------------------------------------------------------------------- untrained controls, eval_every
+
+
+def test_control_names_are_reserved_and_listed(demo):
+    from dnalm.config import control_models, control_name, control_of
+
+    demo["models"]["dnabert@init"] = {"preset": "dnabert"}
+    _raises(demo, "models.dnabert@init", "reserved for the untrained control of model 'dnabert'", check=_plan)
+    del demo["models"]["dnabert@init"]
+    validate_config(demo, SCHEMA)
+    assert demo["evaluation"]["controls"] is True
+    assert control_models(demo, ["dnabert", "genemask"]) == ["dnabert@init", "genemask@init"]
+    assert control_name("x") == "x@init" and control_of("x@init") == "x"
+    assert control_of("x") is None and control_of("@init") is None
+    demo["evaluation"]["controls"] = False
+    assert control_models(demo, ["dnabert"]) == []
+
+
+def test_report_models_may_name_controls(demo):
+    demo["report"] = {"models": ["dnabert", "dnabert@init", "kmer", "align"]}
+    _plan(copy.deepcopy(demo))
+    off = copy.deepcopy(demo)
+    off["evaluation"]["controls"] = False
+    _raises(off, "report.models", "'dnabert@init' is the untrained control", "evaluation.controls is false")
+    demo["report"]["models"] = ["nothere@init"]
+    _raises(demo, "report.models", "unknown model name 'nothere@init'")
+
+
+@pytest.mark.parametrize(
+    "training,model,key,words",
+    [
+        ({"eval_every": 25}, {}, "training.eval_every", ["eval_every 25 of model 'dnabert'", "log_every 10",
+                                                         "'training.log_every'", "20 or 30"]),
+        ({}, {"eval_every": 7}, "models.dnabert.eval_every", ["eval_every 7", "use e.g. 10"]),
+        ({"eval_every": 20}, {"log_every": 15}, "training.eval_every", ["log_every 15", "'models.dnabert.log_every'"]),
+    ],
+)
+def test_eval_every_must_be_a_multiple_of_log_every(demo, training, model, key, words):
+    demo["training"].update(training)
+    demo["models"]["dnabert"].update(model)
+    _raises(demo, key, *words)
+
+
+def test_eval_every_multiples_and_zero_resolve(demo):
+    demo["training"].update(eval_every=30)
+    demo["models"]["dnabert"].update(eval_every=0)
+    _plan(demo)
+    assert resolve_model(demo, "genemask")["eval_every"] == 30

@@ -151,6 +151,15 @@ def test_plot_training_validation_curves_and_causal_model(tmp_path):
     assert not rate_ax.texts  # a masking model has a mask rate
     only_causal = plots.plot_training({"gpt": curves["gpt"]}, tmp_path / "gpt.png")
     assert [t.get_text() for t in only_causal.axes[2].texts] == ["no masking (causal models)"]
+    # the untrained control's scores start the validation curve at step 0 (a model without them: unchanged)
+    start = {"mlm": {"val_loss": 8.3, "val_masked_acc": 0.0}, "gpt": {"val_loss": 9.0, "val_masked_acc": None}}
+    fig = plots.plot_training(curves, tmp_path / "start.png", initial=start)
+    (val_loss,) = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == ":"]
+    np.testing.assert_allclose(val_loss.get_xdata(), [0, 30, 60, 90])
+    np.testing.assert_allclose(val_loss.get_ydata(), [8.3, *np.linspace(5.1, 2.2, 10)[[2, 5, 8]]])
+    (val_acc,) = [ln for ln in fig.axes[1].get_lines() if ln.get_linestyle() == ":"]
+    np.testing.assert_allclose(val_acc.get_xdata(), [0, 30, 60, 90])
+    assert fig.axes[0].get_legend().get_texts()[1].get_text() == "validation (held out; step 0: untrained)"
 
 
 def test_plot_top_kmers(tmp_path):
@@ -308,3 +317,30 @@ def test_bias_axes_keep_two_labelled_ticks_on_narrow_ranges(tmp_path, counts):
         labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
         assert len(labels) >= 2
     assert _outside_figure(fig) == []
+
+
+def test_untrained_controls_take_their_models_colour_dotted(tmp_path, fewshot_summary):
+    models = ["genemask", "dnabert@init", "dnabert", "kmer", "orphan@init"]
+    styles = plots.model_style(models)
+    assert styles["dnabert@init"]["color"] == styles["dnabert"]["color"]
+    assert styles["dnabert@init"]["marker"] == styles["dnabert"]["marker"]
+    assert styles["dnabert@init"]["linestyle"] == ":" and styles["dnabert"]["linestyle"] == "-"
+    # colours go to the models alone, so adding controls changes no model's colour
+    assert {m: s["color"] for m, s in styles.items() if m in ("dnabert", "genemask")} == {
+        m: s["color"] for m, s in plots.model_style(["genemask", "dnabert", "kmer"]).items() if m != "kmer"
+    }
+    assert styles["orphan@init"]["linestyle"] == "-"  # its model is not drawn: a colour of its own
+    assert plots.model_order(models) == ["dnabert", "dnabert@init", "genemask", "orphan@init", "kmer"]
+    assert plots.model_order(["kmer", "align", "b", "a"]) == ["a", "b", "align", "kmer"]
+    assert plots.model_label("dnabert@init") == "dnabert@init (untrained control)"
+    # in a figure: the control's line is dotted in its model's colour, labelled as a control
+    table = fewshot_summary.copy()
+    control = table[table["model"] == "mae-random"].assign(model="mlm-genemask@init")
+    fig = plots.plot_fewshot(pd.concat([table, control]), tmp_path / "fs.png")
+    legend = fig.legends[0]
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels.index("mlm-genemask@init (untrained control)") == labels.index("mlm-genemask") + 1
+    styles_in = plots.model_style(["mlm-genemask", "mlm-genemask@init", "mae-random", "kmer"])
+    colour = styles_in["mlm-genemask"]["color"]
+    drawn = {(to_hex(line.get_color()), line.get_linestyle()) for line in fig.axes[0].lines}
+    assert (to_hex(colour), "-") in drawn and (to_hex(colour), ":") in drawn

@@ -11,6 +11,7 @@ test needs Debian's chromium and chromium-driver (tools/apt-packages.txt) and se
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,15 +29,18 @@ from dnalm import embed
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-FIGURES = ["fewshot", "taxonomy", "training", "top_kmers", "bias", "embedding_map"]
+FIGURES = ["fewshot", "taxonomy", "training", "top_kmers", "bias", "embedding_map", "leaderboard"]
 #: category -> labels of its entries (rules/report.smk)
 CATEGORIES = {
     "Few-shot": ["few-shot curves"],
     "Taxonomy": ["class-imbalance bias", "closed / open world", "embedding map"],
-    "Pretraining": ["loss and mask rate"],
+    "Pretraining": ["training and validation curves"],
     "NPMI": ["top NPMI k-mers"],
-    "Tables": ["every metric (tidy)", "summary"],
+    "Tables": ["every metric (tidy)", "leaderboard", "summary"],
+    "Leaderboard": ["leaderboard heat map"],
 }
+#: tables offered as downloads, not shown in the page
+DOWNLOADS = {"every metric (tidy)", "leaderboard"}
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1400,1000",
@@ -56,6 +60,7 @@ report: "{root}/rules/report/workflow.rst"
 
 include: "{root}/rules/common.smk"
 include: "{root}/rules/evaluate.smk"
+include: "{root}/rules/align.smk"
 include: "{root}/rules/report.smk"
 
 
@@ -114,14 +119,26 @@ def _write_inputs(results: Path, rng) -> None:
                                      f"Gen{o}{f}{g}", f"Gen{o}{f}{g} sp{sp}", split))
     barcodes = pd.DataFrame(rows, columns=["processid", "dna_barcode", "order", "family", "genus", "species", "split"])
     barcodes.to_csv(data / "barcodes.tsv", sep="\t", index=False)
-    # embeddings: the k-mer baseline for real; "tiny" stands in for a network (a noisy projection)
+    # embeddings: the k-mer baseline for real; "tiny" stands in for a network (a noisy projection),
+    # "tiny@init" for its untrained control (noisier)
     projection = rng.normal(size=(64, 16))
     for dataset, seqs in (("prom", task_seqs), ("barcodes", dict(zip(barcodes["processid"], barcodes["dna_barcode"])))):
         spectrum = embed.kmer_spectrum(list(seqs.values()), 3)
         embed.save_embeddings(results / "embeddings" / "kmer" / f"{dataset}.npz", list(seqs), spectrum)
-        fake = spectrum @ projection * 20 + rng.normal(size=(len(seqs), 16)) * 0.5
-        embed.save_embeddings(results / "embeddings" / "tiny" / f"{dataset}.npz", list(seqs), fake)
-    (results / "pretrain" / "tiny").mkdir(parents=True)
+        for model, noise in (("tiny", 0.5), ("tiny@init", 5.0)):
+            fake = spectrum @ projection * 20 + rng.normal(size=(len(seqs), 16)) * noise
+            embed.save_embeddings(results / "embeddings" / model / f"{dataset}.npz", list(seqs), fake)
+    # the saved models (dnalm.json: their provenance) and their validation scores
+    for model, steps, loss in (("tiny", 300, 2.5), ("tiny@init", 0, 4.2)):
+        (results / "models" / model).mkdir(parents=True)
+        meta = {"k": 3, "tokenization": "overlapping", "max_tokens": 64, "steps": steps, "seed": 0,
+                "config_hash": "0123456789abcdef"}  # fmt: skip
+        (results / "models" / model / "dnalm.json").write_text(json.dumps(meta))
+        (results / "pretrain" / model).mkdir(parents=True)
+        pd.DataFrame({"model": model, "dataset": "validation", "protocol": "pretraining",
+                      "level": ["model", "model", "unigram"], "shots": np.nan, "repeat": 0,
+                      "metric": ["cross_entropy", "accuracy", "accuracy"], "value": [loss, 0.3, 0.1]}).to_csv(
+            results / "pretrain" / model / "validation.tsv", sep="\t", index=False)  # fmt: skip
     step = np.arange(1, 31) * 10
     pd.DataFrame({"step": step, "loss": 8 * np.exp(-step / 150) + 2, "masked_acc": step / 600,
                   "mask_rate": 0.15 + rng.normal(0, 0.005, 30)}).to_csv(
@@ -165,7 +182,13 @@ def report_html(tmp_path_factory):
 def test_report_rules_write_tables_and_figures(report_html):
     results = report_html / "results"
     metrics = pd.read_csv(results / "report" / "metrics.tsv", sep="\t", keep_default_na=False)
-    assert set(metrics["model"]) == {"tiny", "kmer"}
+    assert set(metrics["model"]) == {"tiny", "tiny@init", "kmer", "align"}
+    board = pd.read_csv(results / "report" / "leaderboard.tsv", sep="\t", keep_default_na=False)
+    assert board["model"].tolist() == ["tiny", "tiny@init", "kmer", "align"]
+    assert board["kind"].tolist() == ["trained", "control", "baseline", "baseline"]
+    assert "config 0123456789ab" in board["provenance"].iloc[0]
+    assert "<h2>Leaderboard</h2>" in (results / "report" / "summary.html").read_text()
+    assert set(metrics.loc[metrics["protocol"] == "pretraining", "model"]) == {"tiny", "tiny@init"}
     assert {"fewshot", "closed_world", "open_world", "clustering", "consistency"} <= set(metrics["protocol"])
     probing = metrics[(metrics["dataset"] == "prom") & (metrics["protocol"] == "consistency")]
     assert set(probing["level"]) == {"label", "motif"}
@@ -240,7 +263,7 @@ def test_report_opens_in_chromium_and_shows_every_figure(report_html):
             for label in labels:
                 open_category(category)
                 assert _wait(lambda: row(label)), f"{category}: no entry {label!r}"
-                if label != "every metric (tidy)":  # a TSV is offered as a download, not shown
+                if label not in DOWNLOADS:  # a TSV is offered as a download, not shown
                     row(label).find_elements(By.CSS_SELECTOR, "a")[0].click()  # the eye: show the result
                     if label == "summary":
                         frame = _wait(lambda: browser.find_elements(By.TAG_NAME, "iframe"))

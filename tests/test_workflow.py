@@ -22,7 +22,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 pytestmark = pytest.mark.e2e
 
 #: rules whose jobs may rerun after a few-shot setting changes
-EVAL_AND_REPORT = {"fewshot", "collect_metrics", "plot_fewshot", "plot_taxonomy", "all"}
+EVAL_AND_REPORT = {"fewshot", "collect_metrics", "plot_fewshot", "plot_taxonomy", "plot_leaderboard", "all"}
 
 
 def reduced_config() -> dict:
@@ -33,7 +33,10 @@ def reduced_config() -> dict:
         "dnabert": {"preset": "dnabert"},
         "genemask": {"preset": "genemask"},
         "barcodemae": {"preset": "barcodemae"},
+        "barcodegpt": cfg["models"]["barcodegpt"],  # causal LM, as in the demo
     }
+    cfg["evaluation"]["controls"] = True  # every model also untrained, as <name>@init
+    cfg["evaluation"]["align"] = {"enabled": True}
     cfg["evaluation"]["fewshot"].update(shots=[10, 50], n_repeats=2, max_iter=300)
     return cfg
 
@@ -101,12 +104,25 @@ def test_kmer_baseline_open_world_genus_accuracy_well_above_chance(run):
     assert acc > max(3 * majority, 3 * uniform, 0.3), (acc, majority, uniform)
 
 
+def controls(cfg) -> list[str]:
+    return [f"{m}@init" for m in cfg["models"]]
+
+
 def test_metrics_table_covers_every_model_and_protocol(run):
     workdir, cfg = run
     metrics = pd.read_csv(workdir / "results/report/metrics.tsv", sep="\t")
     assert list(metrics.columns) == ["model", "dataset", "protocol", "level", "shots", "repeat", "metric", "value"]
-    models = set(cfg["models"]) | {"kmer"}
+    embedded = set(cfg["models"]) | set(controls(cfg)) | {"kmer"}
+    models = embedded | {"align"}
     assert set(metrics["model"]) == models
+    # the alignment baseline has taxonomy and bias rows only; every other model every protocol
+    assert set(metrics.loc[metrics["model"] == "align", "protocol"]) == {"closed_world", "open_world", "bias"}
+    for protocol in ("fewshot", "closed_world", "open_world", "clustering", "zero_shot_umap", "consistency"):
+        assert set(metrics.loc[metrics["protocol"] == protocol, "model"]) >= embedded, protocol
+    # pretraining validation: every trained model and its control, with the no-model predictors
+    pre = metrics[metrics["protocol"] == "pretraining"]
+    assert set(pre["model"]) == set(cfg["models"]) | set(controls(cfg))
+    assert set(pre["level"]) == {"model", "unigram", "kmer_context"}
     few = metrics[metrics["protocol"] == "fewshot"]
     assert set(few["dataset"]) == set(cfg["evaluation"]["fewshot"]["tasks"])
     assert set(few["shots"]) == {10, 50}
@@ -126,7 +142,10 @@ def test_trained_models_and_training_metrics(run):
         assert (mdir / "config.json").exists() and (mdir / "dnalm.json").exists()
         curve = pd.read_csv(workdir / "results/pretrain" / model / "metrics.tsv", sep="\t")
         assert curve["step"].max() == cfg["training"]["steps"]
-        assert curve["mask_rate"].between(0.01, 0.9).all()
+        if cfg["models"][model]["preset"] == "barcodegpt":  # causal: nothing masked
+            assert curve["mask_rate"].isna().all()
+        else:
+            assert curve["mask_rate"].between(0.01, 0.9).all()
         assert (workdir / "results/benchmarks/pretrain" / f"{model}.tsv").exists()
         assert (workdir / "results/logs/pretrain" / f"{model}.log").stat().st_size > 0
     # logs and benchmarks are named after their rule (and wildcards)
@@ -137,10 +156,108 @@ def test_trained_models_and_training_metrics(run):
     )
 
 
+def test_training_and_validation_loss_fall_for_every_model(run):
+    """Issue 11: between the first and the last logged step; and every model ends below its
+    untrained control's validation loss (the same slice and masked positions)."""
+    workdir, cfg = run
+    for model in cfg["models"]:
+        curve = pd.read_csv(workdir / "results/pretrain" / model / "metrics.tsv", sep="\t")
+        loss = curve["loss"].to_numpy()
+        val = curve["val_loss"].dropna().to_numpy()
+        assert len(val) >= 2, (model, curve)
+        assert loss[-1] < loss[0], (model, curve[["step", "loss"]])
+        assert val[-1] < val[0], (model, curve[["step", "val_loss"]])
+        scores = {}
+        for name in (model, f"{model}@init"):
+            table = pd.read_csv(workdir / "results/pretrain" / name / "validation.tsv", sep="\t")
+            scores[name] = table.query("level == 'model' and metric == 'cross_entropy'")["value"].item()
+        assert scores[model] == pytest.approx(val[-1])
+        assert scores[model] < scores[f"{model}@init"], scores
+
+
+def test_untrained_controls_are_the_initial_weights(run):
+    import json
+
+    from safetensors.torch import load_file
+
+    workdir, cfg = run
+    for model in cfg["models"]:
+        trained, control = (workdir / "results/models" / name for name in (model, f"{model}@init"))
+        meta = json.loads((control / "dnalm.json").read_text())
+        assert meta["steps"] == 0 and meta["control_of"] == model and meta["final_loss"] is None
+        trained_meta = json.loads((trained / "dnalm.json").read_text())
+        for key in ("architecture", "tokenization", "k", "size", "seed", "config_hash", "pooling"):
+            assert meta[key] == trained_meta[key], key
+        a, b = load_file(str(trained / "model.safetensors")), load_file(str(control / "model.safetensors"))
+        assert a.keys() == b.keys() and not all((a[k] == b[k]).all() for k in a)
+        assert (workdir / "results/embeddings" / f"{model}@init" / "barcodes.npz").exists()
+
+
+def test_alignment_genus_accuracy_well_above_chance(run):
+    workdir, _ = run
+    tax = pd.read_csv(workdir / "results/eval/taxonomy/align.tsv", sep="\t")
+    opened = tax.query("protocol == 'open_world'").set_index("metric")["value"]
+    barcodes = pd.read_csv(workdir / "results/data/barcodes.tsv", sep="\t")
+    query = barcodes[barcodes["split"] == "test_unseen"]
+    majority = query["genus"].value_counts(normalize=True).iloc[0]
+    assert opened["accuracy"] > max(3 * opened["chance_accuracy"], 3 * majority, 0.3), opened
+    closed = tax.query("protocol == 'closed_world' and metric == 'accuracy'")["value"].item()
+    assert closed > 0.9
+
+
+def test_leaderboard_and_gains(run):
+    import json
+
+    workdir, cfg = run
+    board = pd.read_csv(workdir / "results/report/leaderboard.tsv", sep="\t", keep_default_na=False,
+                        na_values=[""])  # fmt: skip
+    expected = []
+    for model in cfg["models"]:
+        expected += [model, f"{model}@init"]
+    assert board["model"].tolist() == expected + ["kmer", "align"]
+    kinds = dict(zip(board["model"], board["kind"]))
+    assert {kinds[m] for m in cfg["models"]} == {"trained"} and {kinds[m] for m in controls(cfg)} == {"control"}
+    assert kinds["kmer"] == kinds["align"] == "baseline"
+    k = max(cfg["evaluation"]["fewshot"]["shots"])
+    few = [f"fewshot_{t}_K{k}_accuracy" for t in cfg["evaluation"]["fewshot"]["tasks"]]
+    taxonomy = ["closed_world_species_accuracy", "open_world_genus_accuracy"]
+    assert set(few + taxonomy + ["zero_shot_umap_genus_ami"]) <= set(board.columns)
+    b = board.set_index("model")
+    n_repeats = cfg["evaluation"]["fewshot"]["n_repeats"]
+    assert (b.loc[expected + ["kmer"], [f"{c}_n" for c in few]] == n_repeats).all().all()
+    assert b.loc[expected + ["kmer", "align"], taxonomy].notna().all().all()
+    assert b.loc["align", few].isna().all()
+    # the leaderboard agrees with the metrics table
+    metrics = pd.read_csv(workdir / "results/report/metrics.tsv", sep="\t")
+    rows = metrics.query(f"model == 'dnabert@init' and protocol == 'fewshot' and dataset == 'prom' and shots == {k} "
+                         "and metric == 'accuracy'")  # fmt: skip
+    assert b.loc["dnabert@init", f"fewshot_prom_K{k}_accuracy"] == pytest.approx(rows["value"].mean())
+    # every column has a best model
+    for col in few + taxonomy:
+        assert sum(col in str(v).split(",") for v in b["best_in"]) >= 1, col
+    digest = json.loads((workdir / "results/models/dnabert/dnalm.json").read_text())["config_hash"][:12]
+    assert digest in b.loc["dnabert", "provenance"] and "initialisation of dnabert" in b.loc["dnabert@init", "provenance"]
+    assert "vsearch" in b.loc["align", "provenance"] and "k=4" in b.loc["kmer", "provenance"]
+    # gains: each model against its control and both baselines, few-shot paired over the draws
+    gains = pd.read_csv(workdir / "results/report/gains.tsv", sep="\t")
+    for model in cfg["models"]:
+        mine = gains[gains["model"] == model]
+        assert set(mine["reference"]) == {f"{model}@init", "kmer", "align"}
+        fs = mine[(mine["reference"] == f"{model}@init") & mine["column"].isin(few)]
+        assert len(fs) == len(few) and (fs["n"] == n_repeats).all()
+        assert set(mine.loc[mine["reference"] == "align", "column"]) == set(taxonomy)
+    summary = (workdir / "results/report/summary.md").read_text()
+    assert summary.index("## Leaderboard") < summary.index("## Gain over the untrained control") < summary.index(
+        "## Few-shot"
+    )
+    assert "## Pretraining" in summary
+
+
 def test_every_figure_is_a_non_empty_image(run):
     workdir, _ = run
     figures = sorted((workdir / "results/report/figures").iterdir())
-    assert {p.name for p in figures} >= {"fewshot.png", "taxonomy.png", "training.png", "top_kmers.png"}
+    assert {p.name for p in figures} >= {"fewshot.png", "taxonomy.png", "training.png", "top_kmers.png",
+                                         "leaderboard.png"}  # fmt: skip
     for fig in figures:
         data = fig.read_bytes()
         if fig.suffix == ".png":
@@ -167,7 +284,7 @@ def test_changing_a_fewshot_parameter_reruns_only_evaluation_and_report(run):
     assert "fewshot" in rules, proc.stdout
     assert set(rules) <= EVAL_AND_REPORT, sorted(set(rules) - EVAL_AND_REPORT)
     n_fewshot = rules.count("fewshot")
-    assert n_fewshot == (len(cfg["models"]) + 1) * len(cfg["evaluation"]["fewshot"]["tasks"])
+    assert n_fewshot == (2 * len(cfg["models"]) + 1) * len(cfg["evaluation"]["fewshot"]["tasks"])  # + controls, kmer
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ import yaml
 BASELINE = "kmer"  # reserved model name of the k-mer-spectrum baseline
 ALIGN_BASELINE = "align"  # reserved model name of the alignment baseline (rules/align.smk)
 RESERVED_MODELS = {BASELINE: "the k-mer baseline", ALIGN_BASELINE: "the alignment baseline"}
+CONTROL_SUFFIX = "@init"  # model `<name>@init`: the untrained control of model `<name>` (evaluation.controls)
 
 #: Published model recipes, scaled down by the config's ``training`` block.
 #: Masking parameters follow DESIGN.md; a model entry may override any key.
@@ -186,6 +187,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     Raises :class:`ConfigError` naming the dotted key of the first error, e.g.
     ``config key 'kmers.k_max': 'six' is not of type 'integer'``.
     """
+    _check_control_names(config)
     schema = _load_schema(str(schema_path))
     Validator = _with_defaults(jsonschema.Draft202012Validator)
     errors = sorted(Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -205,12 +207,52 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
             raise ConfigError(f"config key 'models.{name}': the name {name!r} is reserved for {RESERVED_MODELS[name]}")
     for name in config.get("report", {}).get("models", []) or []:
         if name not in RESERVED_MODELS and name not in config.get("models", {}):
-            raise ConfigError(
-                f"config key 'report.models': unknown model name {name!r}; defined models: "
-                f"{sorted(config.get('models', {}))} (plus {sorted(RESERVED_MODELS)})"
-            )
+            base = control_of(name)
+            if base is not None and base in config.get("models", {}) and not config["evaluation"]["controls"]:
+                raise ConfigError(
+                    f"config key 'report.models': {name!r} is the untrained control of model {base!r}, but "
+                    "evaluation.controls is false, so it is not evaluated; set evaluation.controls: true or drop it"
+                )
+            if base is None or base not in config.get("models", {}):
+                raise ConfigError(
+                    f"config key 'report.models': unknown model name {name!r}; defined models: "
+                    f"{sorted(config.get('models', {}))} (plus {sorted(RESERVED_MODELS)} and the untrained controls "
+                    f"'<model>{CONTROL_SUFFIX}')"
+                )
     _check_across_keys(config)
     return config
+
+
+# --------------------------------------------------------------------------- untrained controls
+
+
+def control_name(model: str) -> str:
+    """The name of the untrained control of ``model`` (``<model>@init``)."""
+    return f"{model}{CONTROL_SUFFIX}"
+
+
+def control_of(name: str) -> str | None:
+    """The model whose untrained control ``name`` is, or None when ``name`` is no control."""
+    return name[: -len(CONTROL_SUFFIX)] if name.endswith(CONTROL_SUFFIX) and len(name) > len(CONTROL_SUFFIX) else None
+
+
+def control_models(config: dict, trained) -> list[str]:
+    """The untrained controls the workflow evaluates: one per trained model (``trained``;
+    not the baselines) when ``evaluation.controls`` is on, else none."""
+    return [control_name(m) for m in trained] if config["evaluation"]["controls"] else []
+
+
+def _check_control_names(config: dict) -> None:
+    """``<name>@init`` is the control of model ``<name>``: no model entry may take such a name
+    (checked before the schema, whose name pattern would only say it does not match)."""
+    for name in config.get("models") or {}:
+        if isinstance(name, str) and CONTROL_SUFFIX in name:
+            base = control_of(name)
+            whose = f"model {base!r}" if base else "a model"
+            raise ConfigError(
+                f"config key 'models.{name}': names ending in {CONTROL_SUFFIX!r} are reserved for the untrained "
+                f"control of {whose} (evaluation.controls); model names use letters, digits, '_' and '-'"
+            )
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -247,6 +289,7 @@ def resolve_model(config: dict, name: str) -> dict:
     _check_device(config, name, entry, resolved)
     _check_sizes(name, entry, resolved)
     _check_token_k(config, name, entry, resolved)
+    _check_eval_every(name, entry, resolved)
     return resolved
 
 
@@ -292,6 +335,22 @@ def _check_token_k(config: dict, name: str, entry: dict, resolved: dict) -> None
             f"config key '{key}': model {name!r} masks {resolved['k']}-mer tokens by NPMI, but kmers.k_max is "
             f"{k_max}, so the NPMI table has no {resolved['k']}-mers; raise kmers.k_max to {resolved['k']}"
         )
+
+
+def _check_eval_every(name: str, entry: dict, resolved: dict) -> None:
+    """Validation values go on the rows of metrics.tsv: ``eval_every`` (0: never) must be a
+    multiple of ``log_every`` (dnalm.train.TrainConfig checks it again, at job time)."""
+    every, log_every = resolved.get("eval_every"), resolved.get("log_every", 10)
+    if every is None or every == 0 or not log_every or every % log_every == 0:
+        return
+    key = f"models.{name}.eval_every" if "eval_every" in entry else "training.eval_every"
+    log_key = f"models.{name}.log_every" if "log_every" in entry else "training.log_every"
+    below, above = (every // log_every) * log_every, (every // log_every + 1) * log_every
+    raise ConfigError(
+        f"config key '{key}': eval_every {every} of model {name!r} is not a multiple of its log_every "
+        f"{log_every} ('{log_key}'); validation values are written on the logged rows: use e.g. "
+        f"{above if below == 0 else f'{below} or {above}'}, or 0 (never)"
+    )
 
 
 def _check_device(config: dict, name: str, entry: dict, resolved: dict) -> None:

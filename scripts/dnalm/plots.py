@@ -45,6 +45,7 @@ MODEL_COLORS = [
 ]
 MARKERS = ["o", "^", "D", "v", "P", "X", "<", ">"]
 BASELINE = "kmer"
+ALIGN_BASELINE = "align"  # the alignment baseline: drawn among the models, placed before the k-mer baseline
 BASELINE_COLOR = "#7F7F7F"
 MUTED_COLOR = "#BBBBBB"
 
@@ -78,33 +79,50 @@ METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy"
 # --------------------------------------------------------------------------- shared helpers
 
 
+def _control_base(model: str) -> str | None:
+    """The model whose untrained control ``model`` (``<model>@init``) is, else None."""
+    from .config import control_of
+
+    return control_of(model)
+
+
 def model_style(models) -> dict[str, dict]:
     """Colour, marker and line style per model name.
 
     The baseline is dashed grey with square markers; the other models get Okabe–Ito
     colours in sorted-name order, so the same set of models looks the same in every figure.
+    An untrained control (``<model>@init``) shown with its model takes the model's colour
+    and marker, dotted.
     """
     styles = {}
-    others = sorted(m for m in set(models) if m != BASELINE)
-    for i, m in enumerate(others):
+    models = set(models)
+    own = [m for m in models if m != BASELINE and _control_base(m) not in models]
+    for i, m in enumerate(sorted(own)):
         styles[m] = {
             "color": MODEL_COLORS[i % len(MODEL_COLORS)],
             "marker": MARKERS[i % len(MARKERS)],
             "linestyle": "-" if i < len(MODEL_COLORS) else ":",
         }
-    if BASELINE in set(models):
+    for m in models - set(own) - {BASELINE}:
+        styles[m] = {**styles[_control_base(m)], "linestyle": ":"}
+    if BASELINE in models:
         styles[BASELINE] = {"color": BASELINE_COLOR, "marker": "s", "linestyle": "--"}
     return styles
 
 
 def model_order(models) -> list[str]:
-    """Sorted model names with the baseline last."""
+    """Sorted model names, each untrained control right after its model, then the
+    alignment baseline and the k-mer baseline last."""
     models = set(models)
-    return sorted(m for m in models if m != BASELINE) + ([BASELINE] if BASELINE in models else [])
+    last = [m for m in (ALIGN_BASELINE, BASELINE) if m in models]
+    rest = sorted((m for m in models if m not in last), key=lambda m: (_control_base(m) or m, m))
+    return rest + last
 
 
 def model_label(model: str) -> str:
-    return f"{model} (k-mer spectrum baseline)" if model == BASELINE else model
+    if model == BASELINE:
+        return f"{model} (k-mer spectrum baseline)"
+    return f"{model} (untrained control)" if _control_base(model) else model
 
 
 def model_tick(model: str) -> str:
@@ -335,7 +353,7 @@ def plot_taxonomy(summary: pd.DataFrame, path: str | os.PathLike, chance=None) -
             ticks = [model_tick(m) for m in models]
             ax.set_xticks(x, ticks, rotation=20 if long else 0, ha="right" if long else "center")
             for label, m in zip(ax.get_xticklabels(), models):
-                if m == BASELINE:
+                if m in (BASELINE, ALIGN_BASELINE) or _control_base(m):
                     label.set_color(BASELINE_COLOR)
             ax.set_ylim(0, 1.1)
             ax.set_xlim(-0.6, len(models) - 0.4)
@@ -372,9 +390,12 @@ def _smooth(values: pd.Series) -> pd.Series:
     return values.rolling(window, min_periods=1, center=True).mean()
 
 
-def plot_training(curves: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> Figure:
+def plot_training(
+    curves: Mapping[str, pd.DataFrame], path: str | os.PathLike, initial: Mapping[str, Mapping] | None = None
+) -> Figure:
     """Training curves per model: loss, predicted-token accuracy and achieved mask rate
-    against the step.
+    against the step. ``initial`` (model -> ``val_loss``, ``val_masked_acc``): the validation
+    scores of its untrained control, drawn as the validation curve's point at step 0.
 
     Each DataFrame has columns ``step, loss, mask_rate`` and optionally ``masked_acc``,
     ``val_loss``, ``val_masked_acc`` (``metrics.tsv`` of the pretraining rule). Training
@@ -429,6 +450,9 @@ def plot_training(curves: Mapping[str, pd.DataFrame], path: str | os.PathLike) -
                 line = drawn if line is None else line
                 if val_col is not None and val_col in df.columns:
                     v = df[["step", val_col]].dropna()
+                    start = (initial or {}).get(model, {}).get(val_col)
+                    if len(v) and start is not None and np.isfinite(start):
+                        v = pd.concat([pd.DataFrame({"step": [0], val_col: [start]}), v], ignore_index=True)
                     if len(v):
                         ax.plot(
                             v["step"], v[val_col], color=st["color"], linestyle=":", marker="o",
@@ -449,7 +473,8 @@ def plot_training(curves: Mapping[str, pd.DataFrame], path: str | os.PathLike) -
                 Line2D([], [], color="0.3", linewidth=1.8),
                 Line2D([], [], color="0.3", linestyle=":", marker="o", markerfacecolor="white", linewidth=1.4),
             ]
-            axes[0].legend(kinds, ["training", "validation (held out)"], loc="upper right", frameon=False)
+            val_label = "validation (held out; step 0: untrained)" if initial else "validation (held out)"
+            axes[0].legend(kinds, ["training", val_label], loc="best", frameon=False)
         _legend_right(fig, [h for _, h in handles], [m for m, _ in handles], title="model")
         fig.suptitle("Pretraining (masked tokens; next token for causal models)")
     save_figure(fig, path)

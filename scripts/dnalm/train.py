@@ -524,6 +524,38 @@ def _save_final(model, cfg: TrainConfig, summary: dict, out_dir) -> None:
         (tmp / "dnalm.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
+def save_initial(cfg: TrainConfig, out_dir, corpus_path=None, npmi_path=None, extra: dict | None = None) -> dict:
+    """Save the untrained control of a run: the model :func:`train` starts from (the same
+    seeding and build, :func:`_init_model`; no step taken), in the same format
+    (:func:`_save_final`), so that it is embedded and evaluated like the trained model.
+
+    With ``corpus_path`` (and, for GeneMask, ``npmi_path``) the control is also scored on the
+    run's validation slice, at the same masked positions as the trained model's evaluations
+    (:class:`dnalm.validation.Validation`; its generators depend on ``cfg`` only): its
+    ``final_val_loss`` is the validation loss of step 0. ``dnalm.json`` says ``steps: 0`` and
+    carries ``extra`` (e.g. which model it is the control of). Returns that summary.
+    """
+    device = torch.device("cpu")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    model = _init_model(cfg, device)
+    metrics = RunningMetrics(device, Dist(), masking=cfg.architecture != "clm")
+    validation = None
+    if corpus_path is not None:
+        batcher = Batcher(load_corpus(corpus_path), cfg, _npmi_table(cfg, npmi_path), np.random.default_rng([cfg.seed, 0]))
+        validation = Validation(batcher, cfg)
+    fingerprint = config_hash(cfg, corpus_path, npmi_path) if corpus_path is not None else None
+    summary = _summary(cfg, metrics, Dist(), device, fingerprint)
+    summary.update(steps=0, mean_mask_rate=None)
+    if validation is not None and validation.enabled:
+        scores = validation.evaluate(model, lambda t: forward(model, t, device, autocast(device)), Dist())
+        summary.update(final_val_loss=scores["val_loss"], final_val_masked_acc=scores["val_masked_acc"])
+        summary["validation"] = validation.summary()
+    summary.update(extra or {})
+    _save_final(model, cfg, summary, out_dir)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of a ``torchrun`` worker: ``python -m dnalm.train <job.json>``."""
     argv = sys.argv[1:] if argv is None else argv
