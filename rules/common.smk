@@ -221,7 +221,7 @@ def report_models(embedded=True):
 
 
 def training_metrics():
-    return expand(R("pretrain/{model}/metrics.tsv"), model=MODELS)
+    return expand(R("pretrain/{model}/metrics.tsv"), model=TRAINED_MODELS)
 
 
 def all_outputs():
@@ -236,3 +236,27 @@ def all_outputs():
         R("report/figures/embedding_map.png"),
         R("npmi/motif_recovery.tsv"),
     ]
+
+
+# ---------------------------------------------------------------- external checkpoints
+# A `models:` entry with `pretrained:` (dnalm.external) is evaluated, never trained: rule
+# fetch_pretrained (rules/external.smk) resolves its folder or hub id and writes its
+# manifest, model_dir(model)/dnalm.json, which embed and fewshot (fine-tuning) read in place
+# of a trained model's directory.
+from dnalm.config import external_models
+
+EXTERNAL_MODELS = external_models(config)
+TRAINED_MODELS = [m for m in MODELS if m not in EXTERNAL_MODELS]  # the models rule pretrain trains
+
+
+def external_settings(wildcards):
+    """The resolved entry of an external model (dnalm.external.resolve_entry): the fetch job's params."""
+    return {k: v for k, v in MODEL_SETTINGS[wildcards.model].items() if k != "gpus"}
+
+
+def external_inputs(wildcards):
+    """The files of a local checkpoint folder (a changed file fetches it again); none for a hub id."""
+    folder = MODEL_SETTINGS[wildcards.model]["path"]
+    if folder is None:
+        return []
+    return sorted(str(p) for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))

@@ -14,6 +14,8 @@ rule pretrain:
         R("logs/pretrain/{model}.log"),
     benchmark:
         R("benchmarks/pretrain/{model}.tsv")
+    wildcard_constraints:
+        model=_alternatives(TRAINED_MODELS),
     conda:
         "../envs/pretrain.yaml"
     threads: pretrain_threads
