@@ -12,7 +12,7 @@ if str(WORKFLOW_DIR / "scripts") not in sys.path:
 
 from dnalm import sources as _sources
 from dnalm.config import BASELINE, ConfigError, check_inputs, resolve_model, train_settings, validate_config
-from dnalm.config import CONTROL_SUFFIX, control_models, control_name, control_of
+from dnalm.config import CONTROL_SUFFIX, control_models, control_name, control_of, external_models
 
 from dnalm.simulate.defaults import DEFAULT_BARCODES, DEFAULT_GENOME
 
@@ -38,8 +38,9 @@ except ConfigError as _err:
 
 
 MODELS = list(config["models"])
+EXTERNAL_MODELS = external_models(config)  # `pretrained:` entries (rules/external.smk): evaluated, never trained
+TRAINED_MODELS = [m for m in MODELS if m not in EXTERNAL_MODELS]  # the models rule pretrain trains
 # untrained controls (evaluation.controls): `<model>@init` for every model trained here
-TRAINED_MODELS = [m for m in MODELS if not (config["models"][m] or {}).get("pretrained")]
 CONTROLS = control_models(config, TRAINED_MODELS)
 ALL_MODELS = MODELS + CONTROLS + [BASELINE]  # the k-mer-spectrum baseline is evaluated as one more model
 TASKS = list(config["evaluation"]["fewshot"]["tasks"])
@@ -288,3 +289,21 @@ def all_outputs():
         R("report/figures/embedding_map.png"),
         R("npmi/motif_recovery.tsv"),
     ]
+
+
+# ---------------------------------------------------------------- external checkpoints
+# A `models:` entry with `pretrained:` (dnalm.external) is evaluated, never trained: rule
+# fetch_pretrained (rules/external.smk) resolves its folder or hub id and writes its
+# manifest, model_dir(model)/dnalm.json, which embed and fewshot (fine-tuning) read in place
+# of a trained model's directory.
+def external_settings(wildcards):
+    """The resolved entry of an external model (dnalm.external.resolve_entry): the fetch job's params."""
+    return {k: v for k, v in MODEL_SETTINGS[wildcards.model].items() if k != "gpus"}
+
+
+def external_inputs(wildcards):
+    """The files of a local checkpoint folder (a changed file fetches it again); none for a hub id."""
+    folder = MODEL_SETTINGS[wildcards.model]["path"]
+    if folder is None:
+        return []
+    return sorted(str(p) for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))

@@ -156,3 +156,40 @@ def test_long_sequences_are_windowed_as_the_embeddings(tmp_path):
         ids, mask, owner = finetune._batch(w2, np.arange(2), "cpu")
         a, b = model.pool(ids, mask, owner, 2).numpy()
     assert not np.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["last", "cls"])
+def test_fine_tuning_pools_as_the_models_dnalm_json_says(tmp_path, monkeypatch, pooling):
+    """dnalm.json ``pooling`` reaches the classifier (it always took the mean before): the
+    head reads the same pooled vector as embed_sequences with that pooling."""
+    from transformers import BertConfig, BertModel
+
+    from dnalm import embed
+
+    torch.manual_seed(2)
+    config = BertConfig(vocab_size=dseq.vocab_size(K), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, hidden_dropout_prob=0.0)
+    BertModel(config).save_pretrained(str(tmp_path))
+    (tmp_path / "dnalm.json").write_text(json.dumps({"k": K, "tokenization": "overlapping", "max_tokens": 12,
+                                                     "pooling": pooling}))
+    seen = []
+    original = embed.window_weights
+    monkeypatch.setattr(embed, "window_weights", lambda *a, **kw: seen.append(a[2] if len(a) > 2 else "mean")
+                        or original(*a, **kw))
+    rng = np.random.default_rng(4)
+    train, y_train = _task(rng, 6)
+    test, y_test = _task(rng, 4)
+    finetune.fewshot_finetune(tmp_path, train, y_train, test, y_test, shots=[4], n_repeats=1, seed=0,
+                              settings={"epochs": 1, "batch_size": 4}, device="cpu", progress=False)
+    assert seen and set(seen) == {pooling}
+    # the classifier's pooled features before training: embed_sequences with the same pooling
+    monkeypatch.undo()
+    encoder, meta = embed.load_encoder(tmp_path, device="cpu")
+    seqs = train[:3] + ["ACGT" * 9]  # the last one is split into windows
+    windows = embed.sequence_windows(seqs, K, "overlapping", 12)
+    model = finetune._classifier(encoder, 2, 0.0, pooling).eval()
+    with torch.no_grad():
+        ids, mask, owner = finetune._batch(windows, np.arange(len(seqs)), "cpu")
+        pooled = model.pool(ids, mask, owner, len(seqs)).numpy()
+    expected = embed.embed_sequences(encoder, meta, seqs, progress=False, max_tokens=12, long="chunk")
+    np.testing.assert_allclose(pooled, expected, atol=1e-5)

@@ -85,7 +85,8 @@ def test_module_with_prefix_dry_run_plans_the_whole_workflow(tmp_path):
     proc = snakemake(folder, "-n", "--cores", "1")
     jobs = job_counts(proc)
     assert jobs["all"] == 1 and jobs["dnalm_pretrain"] == 1 and jobs["dnalm_simulate_genome"] == 1
-    assert jobs["dnalm_fewshot"] == 2 * 3  # (dnabert + the k-mer baseline) x 3 simulated tasks
+    # (dnabert, its untrained control dnabert@init and the k-mer baseline) x 3 simulated tasks
+    assert jobs["dnalm_fewshot"] == 3 * 3 and jobs["dnalm_init_model"] == 1
     assert jobs["dnalm_npmi_table"] == 1 and jobs["dnalm_count_kmers"] == 2
     out = proc.stdout + proc.stderr
     assert "results/" not in out and "out/report/metrics.tsv" in out  # the outer config's results folder

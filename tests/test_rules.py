@@ -16,7 +16,7 @@ HEAVY = {
     "prepare_barcodes", "prepare_task", "plan_kmer_shards", "count_kmers", "merge_kmers",
     "count_barcode_kmers", "npmi_table", "genome_corpus", "barcode_corpus", "pretrain", "embed", "fewshot",
     "taxonomy", "clustering", "probing", "plot_embedding_map", "align_inputs", "align_chunk", "align_taxonomy",
-    "init_model",
+    "init_model", "fetch_pretrained",
 }
 
 

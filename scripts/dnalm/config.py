@@ -201,6 +201,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
             msg = f"unknown model preset {err.instance!r}; known presets: {sorted(PRESETS)}"
         if err.validator == "type":
             msg += _type_hint(err)
+        msg += _external_key_hint(config, err)
         raise ConfigError(f"config key '{key}': {msg}")
     for name in config.get("models", {}):
         if name in RESERVED_MODELS:
@@ -270,11 +271,14 @@ def resolve_model(config: dict, name: str) -> dict:
     """The explicit settings of model ``name``: training defaults < preset < entry.
 
     Returns a plain dict with ``corpus`` plus every key of ``dnalm.train.TrainConfig``
-    (``seed`` comes from the top-level config unless the entry sets one).
+    (``seed`` comes from the top-level config unless the entry sets one). An external
+    checkpoint (``pretrained:``) is never trained: :func:`resolve_external`.
     """
     if name not in config["models"]:
         raise ConfigError(f"config key 'models': unknown model name {name!r}; defined: {sorted(config['models'])}")
     entry = config["models"][name] or {}
+    if is_external_entry(entry):
+        return resolve_external(config, name)
     preset = entry.get("preset")
     if preset is not None and preset not in PRESETS:
         raise ConfigError(
@@ -291,6 +295,59 @@ def resolve_model(config: dict, name: str) -> dict:
     _check_token_k(config, name, entry, resolved)
     _check_eval_every(name, entry, resolved)
     return resolved
+
+
+# --------------------------------------------------------------------------- external checkpoints
+
+#: Keys of an external model entry (``pretrained:``); every other key implies training.
+EXTERNAL_KEYS = (
+    "pretrained", "revision", "tokenizer", "k", "tokenization", "pooling", "max_tokens", "trust_remote_code",
+    "dtype", "gpus",
+)
+
+
+def is_external_entry(entry) -> bool:
+    """Whether a ``models:`` entry names a published checkpoint (``pretrained:``)."""
+    return isinstance(entry, Mapping) and entry.get("pretrained") is not None
+
+
+def external_models(config: dict) -> list[str]:
+    """Names of the external models (evaluated, never trained), in config order."""
+    return [name for name, entry in (config.get("models") or {}).items() if is_external_entry(entry)]
+
+
+def _external_key_hint(config: dict, err) -> str:
+    """For an unknown key in a model entry: which keys apply to external models and which
+    to models trained here (a schema error alone only says the key was unexpected)."""
+    path = list(err.absolute_path)
+    if err.validator != "additionalProperties" or len(path) != 2 or path[0] != "models":
+        return ""
+    entry = (config.get("models") or {}).get(path[1])
+    if is_external_entry(entry):
+        extra = sorted(set(entry) - set(EXTERNAL_KEYS))
+        return (
+            f"; model {path[1]!r} is an external checkpoint (pretrained: {entry['pretrained']!r}), evaluated as "
+            f"published and never trained here, so training keys {extra} do not apply; its keys: "
+            f"{list(EXTERNAL_KEYS)} (or drop 'pretrained' to train this model)"
+        )
+    own = sorted(set(entry or {}) & (set(EXTERNAL_KEYS) - {"k", "tokenization", "pooling", "max_tokens", "gpus"}))
+    if own:
+        return f"; {own} apply to external checkpoints only (an entry with pretrained: <folder or hub id>)"
+    return ""
+
+
+def resolve_external(config: dict, name: str) -> dict:
+    """The settings of external model ``name`` (an entry with ``pretrained:``), not merged
+    with the training defaults (:func:`dnalm.external.resolve_entry`: checks what can be
+    checked offline; a hub id without ``revision`` gets a warning). Raises
+    :class:`ConfigError` naming the key."""
+    from . import external
+
+    try:
+        return external.resolve_entry(name, config["models"][name])
+    except external.ExternalModelError as err:
+        key, _, problem = str(err).partition(": ")
+        raise ConfigError(f"config key '{key}': {problem}") from None
 
 
 def _source_key(name: str, entry: dict, key: str, subkeys=()) -> str:

@@ -18,10 +18,12 @@ evaluation stage treats it exactly like a model's embeddings.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -165,18 +167,169 @@ def pool_weights(attention_mask, keep, pooling: str = "mean"):
     return weights.scatter_(1, at[:, None], 1.0)
 
 
-def window_weights(input_ids, attention_mask, pooling: str = "mean"):
+def window_weights(input_ids, attention_mask, pooling: str = "mean", keep=None):
     """Pooling weights of windows that are averaged into one sequence embedding (torch).
 
-    :func:`pool_weights` over the k-mer tokens, except that a window without any k-mer
-    token (all [UNK]) is scaled down to 1e-6, so that it cannot pull the mean of a sequence
-    whose other windows have k-mers (a sequence with no k-mer at all still gets the mean of
-    its tokens). ``mean``: the mean over the k-mer tokens of all windows; ``cls``, ``last``:
-    the mean of the windows' pooled vectors.
+    :func:`pool_weights` over the tokens that stand for the sequence (``keep``, bool; default
+    the k-mer tokens of dnalm's vocabulary, ``input_ids >= N_SPECIAL``), except that a window
+    without any such token (all [UNK]) is scaled down to 1e-6, so that it cannot pull the
+    mean of a sequence whose other windows have them (a sequence with none at all still gets
+    the mean of its tokens). ``mean``: the mean over the kept tokens of all windows;
+    ``cls``, ``last``: the mean of the windows' pooled vectors.
     """
-    kmers = input_ids >= dseq.N_SPECIAL
+    kmers = input_ids >= dseq.N_SPECIAL if keep is None else keep
     weights = pool_weights(attention_mask, kmers, pooling)
     return weights * kmers.any(1, keepdim=True).float().clamp(min=1e-6)
+
+
+@dataclass(frozen=True)
+class Feed:
+    """How padded token windows reach a model: the padding id, and which ids are special
+    (not pooled). The default is dnalm's own vocabulary (ids below ``N_SPECIAL``);
+    ``dnalm.external`` gives a checkpoint tokenizer's ``all_special_ids``."""
+
+    pad_id: int = dseq.PAD_ID
+    special_ids: tuple[int, ...] | None = None
+
+    def keep(self, input_ids):
+        """Bool tensor: the tokens that may stand for the sequence (not special)."""
+        if self.special_ids is None:
+            return input_ids >= dseq.N_SPECIAL
+        import torch
+
+        return ~torch.isin(input_ids, torch.as_tensor(self.special_ids, dtype=input_ids.dtype, device=input_ids.device))
+
+    def pad(self, windows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Right-padded ``(input_ids, attention_mask)`` (:func:`dnalm.seq.pad_batch`), padded with ``pad_id``."""
+        ids, mask = dseq.pad_batch(windows)
+        if self.pad_id != dseq.PAD_ID:
+            ids[mask == 0] = self.pad_id
+        return ids, mask
+
+
+OWN_FEED = Feed()
+
+
+@functools.lru_cache(maxsize=64)
+def _forward_arguments(cls) -> frozenset:
+    import inspect
+
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+_ASK_HIDDEN_STATES: set = set()  # model classes whose output has no last_hidden_state
+
+
+def _hidden_of(model, input_ids, attention_mask):
+    """Last hidden layer (B, L, H) of one forward pass: ``last_hidden_state``, else the last
+    of ``hidden_states`` (asked for when the model returns none, e.g. a masked-LM head
+    class), else a base model's first tuple element."""
+    cls = type(model)
+    kwargs = {"input_ids": input_ids}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask
+    if cls in _ASK_HIDDEN_STATES:
+        kwargs.update(output_hidden_states=True, return_dict=True)
+    out = model(**kwargs)
+    if not hasattr(out, "get"):  # a plain tuple
+        if "For" not in cls.__name__:
+            return out[0]
+    else:
+        last = out.get("last_hidden_state")
+        if last is not None:
+            return last
+        hidden = out.get("hidden_states")
+        if hidden is not None:
+            return hidden[-1]
+    if cls in _ASK_HIDDEN_STATES:
+        raise ValueError(f"{cls.__name__} returns neither last_hidden_state nor hidden_states")
+    _ASK_HIDDEN_STATES.add(cls)
+    return _hidden_of(model, input_ids, attention_mask)
+
+
+def forward_hidden(model, input_ids, attention_mask):
+    """The model's last hidden layer ``(B, L, H)`` for right-padded windows (torch).
+
+    A model whose ``forward`` takes an ``attention_mask`` reads the padded batch once; one
+    that takes none (e.g. HyenaDNA, Caduceus) reads the windows of each length separately
+    without padding, so padding never changes a result (padded positions are zero).
+    """
+    if "attention_mask" in _forward_arguments(type(model)):
+        return _hidden_of(model, input_ids, attention_mask)
+    lengths = attention_mask.sum(1)
+    if bool((lengths == input_ids.shape[1]).all()):
+        return _hidden_of(model, input_ids, None)
+    out = None
+    for length in lengths.unique().tolist():
+        rows = (lengths == length).nonzero().flatten()
+        h = _hidden_of(model, input_ids[rows, : int(length)], None)
+        if out is None:
+            out = h.new_zeros((input_ids.shape[0], input_ids.shape[1], h.shape[-1]))
+        out[rows, : int(length)] = h
+    return out
+
+
+def hidden_width(model) -> int | None:
+    """Width of the model's hidden layer from its config (``hidden_size``, ``d_model``,
+    ``n_embd``), None when the config names none."""
+    for key in ("hidden_size", "d_model", "n_embd", "dim"):
+        value = getattr(model.config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def pool_windows(
+    model,
+    windows: list[np.ndarray],
+    owner: np.ndarray,
+    n: int,
+    pooling: str = "mean",
+    chunked: bool = True,
+    batch_size: int = 64,
+    progress: bool = True,
+    feed: Feed = OWN_FEED,
+) -> np.ndarray:
+    """Pooled embeddings ``(n, hidden)`` float32 of token windows; window ``i`` belongs to
+    sequence ``owner[i]``. ``chunked``: the weights of :func:`window_weights` (a sequence's
+    windows are averaged), else of :func:`pool_weights` (one window per sequence). Windows
+    run in batches of similar length (longest first, order restored) under
+    ``torch.inference_mode`` and bf16 autocast on GPUs that support it, on the model's device."""
+    import torch
+    from tqdm import tqdm
+
+    from .device import autocast
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    dev = next(model.parameters()).device
+    if n == 0:
+        return np.zeros((0, hidden_width(model) or 0), dtype=np.float32)
+    sums = weight = None
+    lengths = np.fromiter((len(t) for t in windows), dtype=np.int64, count=len(windows))
+    order = np.argsort(-lengths, kind="stable")  # longest first: memory problems show up at once
+    amp = autocast(dev)  # bf16 on GPUs that support it
+    with (
+        torch.inference_mode(),
+        tqdm(total=len(windows), desc="embedding", unit="window", file=sys.stderr, disable=not progress) as bar,
+    ):
+        for start in range(0, len(windows), batch_size):
+            idx = order[start : start + batch_size]
+            ids_np, mask_np = feed.pad([windows[i] for i in idx])
+            ids = torch.from_numpy(ids_np).to(dev)
+            mask = torch.from_numpy(mask_np).to(dev)
+            with amp:
+                last = forward_hidden(model, ids, mask)
+            keep = feed.keep(ids)
+            weights = window_weights(ids, mask, pooling, keep) if chunked else pool_weights(mask, keep, pooling)
+            total = (last.float() * weights[:, :, None]).sum(1).double().cpu().numpy()
+            if sums is None:
+                sums = np.zeros((n, total.shape[1]), dtype=np.float64)
+                weight = np.zeros(n, dtype=np.float64)
+            np.add.at(sums, owner[idx], total)
+            np.add.at(weight, owner[idx], weights.sum(1).double().cpu().numpy())
+            bar.update(len(idx))
+    return (sums / weight[:, None]).astype(np.float32)
 
 
 def embed_sequences(
@@ -206,10 +359,7 @@ def embed_sequences(
     ``device="auto"`` keeps the model where it is; any other value moves the model there
     first. A tqdm progress bar goes to stderr unless ``progress=False``.
     """
-    import torch
-    from tqdm import tqdm
-
-    from .device import autocast, resolve_device
+    from .device import resolve_device
 
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -218,18 +368,12 @@ def embed_sequences(
     pooling = pooling or meta.get("pooling", "mean")
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    if device == "auto":
-        dev = next(model.parameters()).device
-    else:
-        dev = resolve_device(device)
-        model.to(dev)
+    if device != "auto":
+        model.to(resolve_device(device))
     model.eval()
-    hidden = int(model.config.hidden_size)
     n = len(sequences)
-    out = np.zeros((n, hidden), dtype=np.float32)
     if n == 0:
-        return out
-
+        return np.zeros((0, int(model.config.hidden_size)), dtype=np.float32)
     limit = max_input_tokens(model, max_tokens)
     if long == "truncate":
         windows = tokenize_for_model(sequences, int(meta["k"]), meta["tokenization"], limit)
@@ -238,33 +382,9 @@ def embed_sequences(
         per_sequence = sequence_windows(sequences, int(meta["k"]), meta["tokenization"], limit)
         windows = [w for ws in per_sequence for w in ws]
         owner = np.repeat(np.arange(n), [len(ws) for ws in per_sequence])
-    sums = np.zeros((n, hidden), dtype=np.float64)
-    weight = np.zeros(n, dtype=np.float64)
-    lengths = np.fromiter((len(t) for t in windows), dtype=np.int64, count=len(windows))
-    order = np.argsort(-lengths, kind="stable")  # longest first: memory problems show up at once
-    amp = autocast(dev)  # bf16 on GPUs that support it
-
-    with (
-        torch.inference_mode(),
-        tqdm(total=len(windows), desc="embedding", unit="window", file=sys.stderr, disable=not progress) as bar,
-    ):
-        for start in range(0, len(windows), batch_size):
-            idx = order[start : start + batch_size]
-            ids_np, mask_np = dseq.pad_batch([windows[i] for i in idx])
-            ids = torch.from_numpy(ids_np).to(dev)
-            mask = torch.from_numpy(mask_np).to(dev)
-            with amp:
-                last = model(input_ids=ids, attention_mask=mask).last_hidden_state
-            if long == "chunk":
-                weights = window_weights(ids, mask, pooling)
-            else:
-                weights = pool_weights(mask, ids >= dseq.N_SPECIAL, pooling)
-            total = (last.float() * weights[:, :, None]).sum(1).double().cpu().numpy()
-            np.add.at(sums, owner[idx], total)
-            np.add.at(weight, owner[idx], weights.sum(1).double().cpu().numpy())
-            bar.update(len(idx))
-    out[:] = sums / weight[:, None]
-    return out
+    return pool_windows(
+        model, windows, owner, n, pooling=pooling, chunked=long == "chunk", batch_size=batch_size, progress=progress
+    )
 
 
 def kmer_spectrum(sequences: Sequence[str], k: int, chunk: int = 4096) -> np.ndarray:
