@@ -45,6 +45,7 @@ def test_empty_config_gets_every_default():
         (lambda c: c["evaluation"]["fewshot"].update(n_repeat=3), "evaluation.fewshot", "n_repeat"),
         (lambda c: c.update(report={"models": ["nope"]}), "report.models", "unknown model name 'nope'"),
         (lambda c: c["models"].update(kmer={"preset": "dnabert"}), "models.kmer", "reserved"),
+        (lambda c: c["models"].update(align={"preset": "dnabert"}), "models.align", "reserved for the alignment baseline"),
         (lambda c: c["models"].update({"bad name": {"preset": "dnabert"}}), "models", "does not match"),
     ],
 )
@@ -577,6 +578,30 @@ def test_eval_every_must_be_a_multiple_of_log_every(demo, training, model, key, 
     demo["training"].update(training)
     demo["models"]["dnabert"].update(model)
     _raises(demo, key, *words)
+
+
+@pytest.mark.parametrize(
+    "training,model,key,words",
+    [
+        ({"max_position": 100}, {"max_tokens": 128}, "training.max_position",
+         ["max_position 100 of model 'dnabert'", "max_tokens 128 ('models.dnabert.max_tokens')", "at least 128"]),
+        ({}, {"max_position": 64}, "models.dnabert.max_position", ["max_position 64", "at least"]),
+        ({}, {"architecture": "clm", "masking": "genemask"}, "models.dnabert.masking",
+         ["causal model", "masking 'genemask' does not apply"]),
+        ({}, {"preset": "barcodegpt", "masking": "genemask"}, "models.dnabert.masking", ["architecture clm"]),
+    ],
+)
+def test_window_longer_than_positions_and_masked_causal_model_refused_at_config_time(demo, training, model, key, words):
+    demo["training"].update(training)
+    demo["models"]["dnabert"].update(model)
+    _raises(demo, key, *words)
+
+
+def test_causal_preset_keeps_random_masking_over_a_genemask_training_default(demo):
+    demo["training"].update(masking="genemask")
+    demo["models"]["dnabert"] = {"preset": "barcodegpt"}
+    _plan(demo)
+    assert resolve_model(demo, "dnabert")["masking"] == "random"
 
 
 def test_eval_every_multiples_and_zero_resolve(demo):

@@ -120,7 +120,7 @@ def members(table: pd.DataFrame, query_split: str, reference_split: str, level: 
     for role, split in (("query", query_split), ("reference", reference_split)):
         rows = table[table["split"] == split]
         if rows.empty:
-            raise InputError(path, f"split {split!r} has no barcodes (alignment baseline, {role}s)")
+            raise InputError(path, f"split {split!r} has no barcodes (alignment baseline, {role} set)")
         seqs[role], index = distinct(rows["dna_barcode"])
         out.append(pd.DataFrame({"processid": rows["processid"].to_numpy(), "role": role,
                                  "label": rows[level].to_numpy(), "seq": index}))

@@ -27,7 +27,7 @@ RESERVED_MODELS = {BASELINE: "the k-mer baseline", ALIGN_BASELINE: "the alignmen
 CONTROL_SUFFIX = "@init"  # model `<name>@init`: the untrained control of model `<name>` (evaluation.controls)
 
 #: Published model recipes, scaled down by the config's ``training`` block.
-#: Masking parameters follow DESIGN.md; a model entry may override any key.
+#: Masking parameters: docs/design.md#masking; a model entry may override any key.
 PRESETS: dict[str, dict] = {
     # DNABERT: overlapping 6-mers, random 6-token spans around centres with p=0.025
     "dnabert": {
@@ -294,6 +294,7 @@ def resolve_model(config: dict, name: str) -> dict:
     _check_sizes(name, entry, resolved)
     _check_token_k(config, name, entry, resolved)
     _check_eval_every(name, entry, resolved)
+    _check_window_and_masking(name, entry, resolved)
     return resolved
 
 
@@ -408,6 +409,34 @@ def _check_eval_every(name: str, entry: dict, resolved: dict) -> None:
         f"{log_every} ('{log_key}'); validation values are written on the logged rows: use e.g. "
         f"{above if below == 0 else f'{below} or {above}'}, or 0 (never)"
     )
+
+
+def _setting_key(name: str, entry: dict, key: str) -> str:
+    """The config key a resolved setting came from: the entry, its preset, or ``training``."""
+    if key in entry:
+        return f"models.{name}.{key}"
+    if key in PRESETS.get(entry.get("preset"), {}):
+        return f"models.{name}.preset"
+    return f"training.{key}"
+
+
+def _check_window_and_masking(name: str, entry: dict, resolved: dict) -> None:
+    """Two settings dnalm.train.TrainConfig would refuse only when the job starts: a training
+    window longer than the position table, and a causal model asked to mask."""
+    tokens, positions = resolved.get("max_tokens"), resolved.get("max_position")
+    if tokens is not None and positions is not None and positions < tokens:
+        raise ConfigError(
+            f"config key '{_setting_key(name, entry, 'max_position')}': max_position {positions} of model "
+            f"{name!r} is shorter than its training window, max_tokens {tokens} "
+            f"('{_setting_key(name, entry, 'max_tokens')}'); the position table needs one row per token: "
+            f"raise max_position to at least {tokens}"
+        )
+    if resolved.get("architecture") == "clm" and resolved.get("masking", "random") != "random":
+        raise ConfigError(
+            f"config key '{_setting_key(name, entry, 'masking')}': model {name!r} is a causal model "
+            f"(architecture clm), which predicts the next token and masks nothing: masking "
+            f"{resolved['masking']!r} does not apply; leave masking at 'random' (the default)"
+        )
 
 
 def _check_device(config: dict, name: str, entry: dict, resolved: dict) -> None:

@@ -1,6 +1,6 @@
 """Sequence embeddings from pretrained encoders, and the k-mer spectrum baseline.
 
-DESIGN.md "Embeddings": the embedding of a sequence pools the last hidden layer of the
+docs/design.md#embeddings: the embedding of a sequence pools the last hidden layer of the
 model over its tokens (:func:`pool_weights`): by default the mean over its non-padding,
 non-special tokens; ``pooling: cls`` takes the first token, ``pooling: last`` the last
 non-special one (the natural choice for a causal model, whose last token has read the whole
