@@ -351,7 +351,6 @@ def main(argv=None) -> dict:
             # --- 3: the batch pipeline alone --------------------------------------------------
             from dnalm.config import PRESETS
 
-            consumed = statistics.median(per_round["dnalm MLM"])
             results["pipeline"] = {}
             for name, preset in PRESETS.items():
                 cfg = T.TrainConfig(

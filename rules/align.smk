@@ -4,25 +4,6 @@
 # Scattered over query chunks (evaluation.align.chunks), gathered into the same taxonomy and
 # bias tables as every other model (eval/taxonomy/align.tsv, eval/bias/align.tsv).
 
-ALIGN = config["evaluation"]["align"]
-ALIGN_PROTOCOLS = ["closed_world", "open_world"]
-ALIGN_CHUNKS = [str(i) for i in range(ALIGN["chunks"])]
-
-
-def align_splits():
-    """Query and reference split of each protocol (evaluation.taxonomy)."""
-    tax = config["evaluation"]["taxonomy"]
-    return {
-        "closed_world": {"query": tax["closed_test"], "reference": tax["closed_train"]},
-        "open_world": {"query": tax["open_query"], "reference": tax["open_reference"]},
-    }
-
-
-def align_settings():
-    """Search settings the align_chunk results depend on (dnalm.align.Settings; the thread
-    count does not change them and comes from the job)."""
-    return {key: ALIGN[key] for key in ("tool", "maxaccepts", "maxrejects", "min_identity")}
-
 
 rule align_inputs:
     input:
@@ -35,15 +16,15 @@ rule align_inputs:
         R("logs/align_inputs.log"),
     benchmark:
         R("benchmarks/align_inputs.tsv")
+    conda:
+        "../envs/align.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
     params:
         protocols=ALIGN_PROTOCOLS,
         splits=align_splits(),
         max_n_fraction=ALIGN["max_n_fraction"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-    conda:
-        "../envs/align.yaml"
     script:
         "../scripts/align_inputs.py"
 
@@ -58,18 +39,18 @@ rule align_chunk:
         R("logs/align_chunk/{protocol}/{chunk}.log"),
     benchmark:
         R("benchmarks/align_chunk/{protocol}/{chunk}.tsv")
-    params:
-        chunks=ALIGN["chunks"],
-        settings=align_settings(),
     wildcard_constraints:
         protocol="closed_world|open_world",
         chunk=r"\d+",
+    conda:
+        "../envs/align.yaml"
     threads: ALIGN["threads"]
     resources:
         mem_mb=ALIGN["mem_mb"],
         runtime=ALIGN["runtime"],
-    conda:
-        "../envs/align.yaml"
+    params:
+        chunks=ALIGN["chunks"],
+        settings=align_settings(),
     script:
         "../scripts/align_chunk.py"
 
@@ -85,13 +66,13 @@ rule align_taxonomy:
         R("logs/align_taxonomy.log"),
     benchmark:
         R("benchmarks/align_taxonomy.tsv")
-    params:
-        protocols=ALIGN_PROTOCOLS,
-        chunks=ALIGN["chunks"],
+    conda:
+        "../envs/align.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        "../envs/align.yaml"
+    params:
+        protocols=ALIGN_PROTOCOLS,
+        chunks=ALIGN["chunks"],
     script:
         "../scripts/align_taxonomy.py"

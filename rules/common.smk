@@ -133,6 +133,16 @@ def model_dir(model="{model}"):
     return R(f"models/{model}")
 
 
+def control_dir(model="{model}"):
+    """The saved untrained control of a model trained here (rule init_model)."""
+    return model_dir(f"{model}{CONTROL_SUFFIX}")
+
+
+def control_validation(model="{model}"):
+    """Validation scores of a model's untrained control (step 0 of its run)."""
+    return R(f"pretrain/{model}{CONTROL_SUFFIX}/validation.tsv")
+
+
 def embeddings_file(model="{model}", dataset="{dataset}"):
     return R(f"embeddings/{model}/{dataset}.npz")
 
@@ -223,6 +233,27 @@ def report_models(embedded=True):
     ``embedded=False`` also admits the alignment baseline (taxonomy tables, no embeddings)."""
     known = ALL_MODELS if embedded else TAXONOMY_MODELS
     return [m for m in REPORT_MODELS if m in known]
+
+
+# ---------------------------------------------------------------- alignment baseline (rules/align.smk)
+ALIGN = config["evaluation"]["align"]
+ALIGN_PROTOCOLS = ["closed_world", "open_world"]
+ALIGN_CHUNKS = [str(i) for i in range(ALIGN["chunks"])]
+
+
+def align_splits():
+    """Query and reference split of each protocol (evaluation.taxonomy)."""
+    tax = config["evaluation"]["taxonomy"]
+    return {
+        "closed_world": {"query": tax["closed_test"], "reference": tax["closed_train"]},
+        "open_world": {"query": tax["open_query"], "reference": tax["open_reference"]},
+    }
+
+
+def align_settings():
+    """Search settings the align_chunk results depend on (dnalm.align.Settings; the thread
+    count does not change them and comes from the job)."""
+    return {key: ALIGN[key] for key in ("tool", "maxaccepts", "maxrejects", "min_identity")}
 
 
 def training_metrics():

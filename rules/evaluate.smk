@@ -13,6 +13,12 @@ rule fewshot:
         R("logs/fewshot/{model}/{task}.log"),
     benchmark:
         R("benchmarks/fewshot/{model}/{task}.tsv")
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        gpu=fewshot_gpus,
     params:
         shots=config["evaluation"]["fewshot"]["shots"],
         shots_scale=lambda wildcards: config["evaluation"]["fewshot"]["shots_scale"].get(wildcards.task, 1),
@@ -20,12 +26,6 @@ rule fewshot:
         max_iter=config["evaluation"]["fewshot"]["max_iter"],
         finetune=fewshot_finetune_settings,
         seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=2000,
-        gpu=fewshot_gpus,
-    conda:
-        "../envs/evaluate.yaml"
     script:
         "../scripts/fewshot.py"
 
@@ -41,6 +41,13 @@ rule taxonomy:
         R("logs/taxonomy/{model}.log"),
     benchmark:
         R("benchmarks/taxonomy/{model}.tsv")
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        # evaluation.taxonomy.gpus (0 or 1): the torch species probe on CUDA (never sklearn)
+        gpu=0 if config["evaluation"]["taxonomy"]["probe"] == "sklearn" else config["evaluation"]["taxonomy"]["gpus"],
     params:
         closed_train=config["evaluation"]["taxonomy"]["closed_train"],
         closed_test=config["evaluation"]["taxonomy"]["closed_test"],
@@ -50,13 +57,6 @@ rule taxonomy:
         probe=config["evaluation"]["taxonomy"]["probe"],
         torch_probe=config["evaluation"]["taxonomy"]["torch_probe"],
         seed=config["seed"],
-    threads: 2
-    resources:
-        mem_mb=4000,
-        # evaluation.taxonomy.gpus (0 or 1): the torch species probe on CUDA (never sklearn)
-        gpu=0 if config["evaluation"]["taxonomy"]["probe"] == "sklearn" else config["evaluation"]["taxonomy"]["gpus"],
-    conda:
-        "../envs/evaluate.yaml"
     script:
         "../scripts/taxonomy.py"
 
@@ -71,6 +71,11 @@ rule clustering:
         R("logs/clustering/{model}.log"),
     benchmark:
         R("benchmarks/clustering/{model}.tsv")
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
     params:
         method=config["evaluation"]["clustering"]["method"],
         split=config["evaluation"]["clustering"]["split"],
@@ -81,11 +86,6 @@ rule clustering:
         umap_neighbors=config["evaluation"]["clustering"]["umap_neighbors"],
         max_pairs=config["evaluation"]["probing"]["max_pairs"],
         seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-    conda:
-        "../envs/evaluate.yaml"
     script:
         "../scripts/clustering.py"
 
@@ -101,6 +101,11 @@ rule probing:
         R("logs/probing/{model}/{task}.log"),
     benchmark:
         R("benchmarks/probing/{model}/{task}.tsv")
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
     params:
         method=config["evaluation"]["clustering"]["method"],
         max_points=config["evaluation"]["clustering"]["max_points"],
@@ -109,10 +114,5 @@ rule probing:
         mismatches=config["evaluation"]["probing"]["motif_mismatches"],
         max_motifs=config["evaluation"]["probing"]["max_motifs"],
         seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=2000,
-    conda:
-        "../envs/evaluate.yaml"
     script:
         "../scripts/probing.py"

@@ -61,8 +61,8 @@ rule init_model:
         # the corpus (and NPMI table) of the model: the control is scored on its validation slice
         unpack(pretrain_inputs),
     output:
-        model=directory(model_dir("{model}" + CONTROL_SUFFIX)),
-        validation=R("pretrain/{model}" + CONTROL_SUFFIX + "/validation.tsv"),
+        model=directory(control_dir()),
+        validation=control_validation(),
     log:
         R("logs/init_model/{model}.log"),
     benchmark:

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pandas as pd
+
 from dnalm.seq import encode, kmer_codes, reverse_complement
 from dnalm.simulate.genome import simulate_genome
 from dnalm.simulate.tasks import build_tasks

@@ -402,9 +402,13 @@ def test_simulated_genus_accuracy_well_above_chance(tmp_path):
 
 @needs_vsearch
 def test_align_rules_run_in_snakemake(tmp_path):
-    """rules/align.smk on its own (the helpers it takes from rules/common.smk stubbed): the
-    chunks, the gather, and a table with the taxonomy rule's columns."""
+    """rules/align.smk on its own (the path helpers it takes from rules/common.smk stubbed,
+    its alignment section copied from there): the chunks, the gather, and a table with the
+    taxonomy rule's columns."""
     path, _ = _table(tmp_path, n_orders=1, families_per_order=2)
+    common = (ROOT / "rules" / "common.smk").read_text()
+    section = common[common.index("# ---------------------------------------------------------------- alignment baseline"):
+                     common.index("def training_metrics():")]
     (tmp_path / "Snakefile").write_text(f"""
 import sys
 from pathlib import Path
@@ -416,6 +420,7 @@ def R(path):
     return str(Path("results") / path)
 def barcode_table():
     return {str(path)!r}
+{section}
 include: {str(ROOT / 'rules' / 'align.smk')!r}
 rule all:
     input: R("eval/taxonomy/align.tsv")

@@ -8,6 +8,7 @@ import tarfile
 import zipfile
 
 import pytest
+
 from dnalm import archives, download
 
 

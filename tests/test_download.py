@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 
 import pytest
+
 from dnalm import download
 
 PAYLOAD = bytes(range(256)) * 1200  # 300 kB, every byte value

@@ -9,8 +9,8 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import assert_matches, brute_counts
 
+from conftest import assert_matches, brute_counts
 from dnalm import fasta, genome, io
 from dnalm.fasta import fasta_records, read_fasta, sequence_problem, write_fasta
 from dnalm.kmers import count_fasta, count_sequences

@@ -9,8 +9,8 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import RC, assert_matches, brute_counts, random_records, write_fasta_lines
 
+from conftest import RC, assert_matches, brute_counts, random_records, write_fasta_lines
 from dnalm import _counter, io
 from dnalm.fasta import fasta_records
 from dnalm.kmers import (
@@ -19,14 +19,15 @@ from dnalm.kmers import (
     count_fasta,
     count_sequences,
     load_counts,
-    read_shard_plan,
-    write_shard_plan,
     merge_count_files,
+    read_shard_plan,
     reverse_complement_codes,
     save_counts,
     shard_records,
     strings_to_codes,
+    write_shard_plan,
 )
+
 
 @pytest.fixture(scope="module")
 def records():

@@ -12,8 +12,8 @@ from collections import Counter
 import numpy as np
 import pyfaidx
 import pytest
-from conftest import assert_matches, brute_counts, random_records, write_fasta_lines
 
+from conftest import assert_matches, brute_counts, random_records, write_fasta_lines
 from dnalm import fasta, io
 from dnalm.fasta import fasta_records
 from dnalm.kmers import count_fasta, merge_count_files, read_shard_plan, save_counts, write_shard_plan

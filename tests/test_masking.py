@@ -417,7 +417,7 @@ def test_genemask_overlapping_rate_k6(n_bases, n_ref):
 
 def test_nonoverlapping_rates():
     rng = np.random.default_rng(8)
-    npmi = rng.normal(size=4**6).astype(np.float32)
+    rng.normal(size=4**6)  # (keeps the draws of the sequences below as they were)
     seqs = [seq.tokenize("".join(rng.choice(list("ACGT"), 660)), 6, "non-overlapping") for _ in range(200)]
     masks = [random_mask_nonoverlapping(s, 0.5, rng) for s in seqs]
     assert abs(_rate(masks, seqs) - 0.5) < 0.015
@@ -486,7 +486,7 @@ def test_make_mask_dispatch_and_defaults():
 
 
 def test_mlm_corruption_matches_reference_and_proportions():
-    k, V = 2, seq.vocab_size(2)
+    V = seq.vocab_size(2)
     rng = np.random.default_rng(10)
     ids = rng.integers(NS, V, size=(400, 500))
     ids[:, 0] = seq.CLS_ID

@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import brute_counts
 
+from conftest import brute_counts
 from dnalm.kmers import KmerCounts, count_sequences
 from dnalm.npmi import COLUMNS, npmi_lookup, npmi_table, read_npmi_table, write_npmi_table
 

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from dnalm import seq
 from dnalm.batches import pack_rows
 from dnalm.models import (
+    GPTCLM,
     BertMAE,
     BertMLM,
-    GPTCLM,
     bert_config,
     causal_segment_attention,
     gpt2_config,

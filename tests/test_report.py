@@ -59,7 +59,7 @@ def test_summary_markdown_values_order_and_bold(metrics):
     text = report.summary_markdown(metrics)
     lines = text.splitlines()
     # few-shot: one row per model and learner, columns by metric then K
-    header = next(l for l in lines if l.startswith("| model | accuracy K=10"))
+    header = next(line for line in lines if line.startswith("| model | accuracy K=10"))
     assert header == "| model | accuracy K=10 | accuracy K=100 | mcc K=10 |"
     assert "| genemask (fine-tuned) | **0.900 ± 0.000** |  |  |" in lines
     assert "| genemask | 0.750 ± 0.071 |  |  |" in lines  # std with ddof 1
@@ -71,12 +71,12 @@ def test_summary_markdown_values_order_and_bold(metrics):
     assert "| kmer | -0.100 |" in lines and "| genemask | 0.500 |" in lines
     assert "| kmer | **0.900** | 0.900 |" in lines  # consistency: auc bold, cos_random plain
     # sections appear in protocol order
-    titles = [l for l in lines if l.startswith("## ")]
+    titles = [line for line in lines if line.startswith("## ")]
     assert [t.split()[1] for t in titles] == ["Few-shot", "Open-world", "Clustering", "Consistency", "Class-imbalance"]
     only_kmer = report.summary_markdown(metrics, models=["kmer"])
-    rows = [l for l in only_kmer.splitlines() if l.startswith("| ") and not l.startswith("| model")]
-    assert rows and all(l.startswith("| kmer") for l in rows)
-    assert not any("**" in l for l in rows)  # a single model: nothing to compare
+    rows = [line for line in only_kmer.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert rows and all(line.startswith("| kmer") for line in rows)
+    assert not any("**" in line for line in rows)  # a single model: nothing to compare
 
 
 def test_summary_html_renders_the_markdown_tables(metrics):

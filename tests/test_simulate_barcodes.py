@@ -4,6 +4,7 @@ COI-like composition, the taxonomy tree, and the calibration of open-world genus
 import numpy as np
 import pandas as pd
 import pytest
+
 from dnalm.seq import encode
 from dnalm.simulate.barcodes import (
     barcode_params,

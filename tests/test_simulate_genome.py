@@ -4,6 +4,7 @@ motifs, repeats, gaps and composition. Most use a small genome; the calibration 
 
 import numpy as np
 import pytest
+
 from dnalm.seq import encode
 from dnalm.simulate.background import _dinucleotide_model
 from dnalm.simulate.defaults import DEFAULT_GENOME

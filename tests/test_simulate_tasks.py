@@ -4,6 +4,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from dnalm.fasta import read_fasta
 from dnalm.simulate.defaults import DEFAULT_GENOME, GENOME_TASKS, TASK_CLASSES
 from dnalm.simulate.tasks import build_tasks, write_genome_demo

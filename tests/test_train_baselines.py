@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+
 from dnalm import seq
 from dnalm.batches import Batch
 from dnalm.corpus import Corpus
@@ -120,7 +121,10 @@ def test_packed_rows_are_scored_window_by_window():
     """Two windows in one row: the context never crosses from one window into the next."""
     counts = TokenCounts.from_corpus(corpus_of(OVERLAPPING), np.array([0, 1, 2]), 2, "overlapping", seed=0)
     a, b = batch_of(["ACAA"], 2, "overlapping", [[2, 3]]), batch_of(["CAAC"], 2, "overlapping", [[1]])
-    row = lambda f: np.concatenate([getattr(a, f)[0, :6], getattr(b, f)[0, :6]])[None]
+
+    def row(f):
+        return np.concatenate([getattr(a, f)[0, :6], getattr(b, f)[0, :6]])[None]
+
     packed = Batch(
         input_ids=row("input_ids"), labels=row("labels"), mask=row("mask"),
         segments=np.concatenate([a.segments[0, :6], 2 * b.segments[0, :6]])[None],

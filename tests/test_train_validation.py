@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, load_model
+
 from dnalm import seq
 from dnalm.batches import Batcher
 from dnalm.checkpoint import config_hash
@@ -18,7 +20,6 @@ from dnalm.corpus import Corpus, load_corpus, save_corpus, validation_split
 from dnalm.distributed import Dist
 from dnalm.train import TrainConfig, build_model, train
 from dnalm.validation import Validation, validation_table
-from safetensors.torch import load_file, load_model
 
 TINY = {"layers": 2, "hidden": 32, "heads": 2}  # BERT's dropout 0.1: evaluation must not draw
 
