@@ -11,7 +11,8 @@ if str(WORKFLOW_DIR / "scripts") not in sys.path:
     sys.path.insert(0, str(WORKFLOW_DIR / "scripts"))
 
 from dnalm import sources as _sources
-from dnalm.config import BASELINE, ConfigError, check_inputs, resolve_model, train_settings, validate_config
+from dnalm.config import BASELINE, ConfigError, resolve_model, train_settings, validate_config
+from dnalm.input_checks import check_inputs
 from dnalm.config import CONTROL_SUFFIX, control_models, control_name, control_of, external_models
 
 from dnalm.simulate.defaults import DEFAULT_BARCODES, DEFAULT_GENOME

@@ -1,6 +1,6 @@
 """Rule prepare_task: a real few-shot task's train/test files as the pipeline's task tables."""
 
-from dnalm import config, datasets, download, io, logs
+from dnalm import datasets, download, input_checks, io, logs
 
 log = logs.to_file(snakemake.log[0])
 p = snakemake.params
@@ -12,7 +12,7 @@ train, test = datasets.convert_task(snakemake.input.train, snakemake.input.test,
 # this before any job when the file is already on disk). Read from the config, not params:
 # the tables do not depend on the shots, so changing them must not redo the conversion.
 pool = train["label"].value_counts().to_dict()
-config.check_fewshot_pool(
+input_checks.check_fewshot_pool(
     task, pool, snakemake.config["evaluation"]["fewshot"], f"its train file {snakemake.input.train}", f"data.tasks.{task}.train"
 )
 io.write_tsv(train, snakemake.output.train)

@@ -231,7 +231,7 @@ def test_workflow_rejects_bad_config_before_any_job(tmp_path, overlay, key):
 def _plan(cfg):
     """Validate, plan the data and check the inputs, as rules/common.smk does."""
     from dnalm import simulate, sources
-    from dnalm.config import check_inputs
+    from dnalm.input_checks import check_inputs
 
     validate_config(cfg, SCHEMA)
     plan = sources.plan(cfg, simulate.DEFAULT_GENOME, simulate.DEFAULT_BARCODES)
@@ -476,7 +476,7 @@ def test_a_real_task_with_one_class(demo, tmp_path):
 def test_a_downloaded_task_is_checked_from_its_prepared_table(demo, tmp_path):
     """Before the download nothing can be counted; once the converted table exists, it is."""
     from dnalm import simulate, sources
-    from dnalm.config import check_inputs
+    from dnalm.input_checks import check_inputs
 
     demo["data"]["genome"] = {"path": _fasta(tmp_path)}
     demo["npmi"]["motifs"] = "jaspar"

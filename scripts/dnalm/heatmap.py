@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .plots import STYLE, _new_figure, _wrap_title, save_figure
+from .figure_style import STYLE, _new_figure, _wrap_title, save_figure
 
 #: how a row's kind is shown after its name (trained models: nothing)
 KIND_TAGS = {"control": "untrained control", "external": "external", "baseline": "baseline"}
