@@ -1,7 +1,9 @@
 """References shared by several test files: a brute-force n-gram counter (the reference for
-the k-mer counter and the NPMI table) and the random FASTA records they are checked on.
+the k-mer counter and the NPMI table), the random FASTA records they are checked on, random
+pretraining corpora, and one torch thread for tests of small models.
 
-Plain functions: ``from conftest import brute_counts``."""
+Plain functions: ``from conftest import brute_counts``; fixtures by name:
+``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import gzip
 from collections import Counter
 
 import numpy as np
+import pytest
 
 RC = str.maketrans("ACGT", "TGCA")
 
@@ -66,3 +69,31 @@ def write_fasta_lines(path, recs, width=13, gz=False, eol="\n"):
             fh.write(text)
     else:
         path.write_bytes(text.encode())
+
+
+def _one_torch_thread():
+    """One torch thread (exact, repeatable float sums in small models); the count is put back."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+one_torch_thread = pytest.fixture(_one_torch_thread, name="one_torch_thread")
+# the same for a whole test file, set before the file's module-scoped fixtures build models
+one_torch_thread_per_module = pytest.fixture(_one_torch_thread, scope="module", name="one_torch_thread_per_module")
+
+
+def write_random_corpus(path, seed: int, n_windows: int, min_len: int, max_len: int, edit=None):
+    """A pretraining corpus (dnalm.corpus) of ``n_windows`` random windows of base codes,
+    lengths drawn in [min_len, max_len); ``edit(windows)`` may change them before saving."""
+    from dnalm.corpus import Corpus, save_corpus
+
+    rng = np.random.default_rng(seed)
+    wins = [rng.integers(0, 4, int(rng.integers(min_len, max_len))).astype(np.uint8) for _ in range(n_windows)]
+    if edit is not None:
+        edit(wins)
+    save_corpus(path, Corpus.from_arrays(wins))
+    return path

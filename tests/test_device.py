@@ -10,13 +10,7 @@ import torch
 from dnalm import device as D
 from dnalm import seq as dseq
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fake_cuda(monkeypatch, bf16: bool):

@@ -11,14 +11,7 @@ from dnalm import embed
 from dnalm import seq as dseq
 from dnalm.io import InputError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread for these small models (exact float sums), put back afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
 K = 3
 MAX_POS = 130  # the position table: the default truncation length

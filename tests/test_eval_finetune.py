@@ -38,12 +38,7 @@ def _task(rng, n_per_class):
     return seqs, np.array(labels)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_fewshot_finetune_learns_reproducibly_with_the_probe_draws(encoder_dir, monkeypatch):

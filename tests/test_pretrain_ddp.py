@@ -15,7 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, load_model
 
-from dnalm.corpus import Corpus, load_corpus, save_corpus
+from conftest import write_random_corpus
+from dnalm.corpus import load_corpus
 from dnalm.train import Batcher, Dist, TrainConfig, build_model, config_hash, launch
 from dnalm.validation import Validation
 
@@ -24,11 +25,7 @@ SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts")
 
 @pytest.fixture(scope="module")
 def corpus_path(tmp_path_factory):
-    rng = np.random.default_rng(3)
-    wins = [rng.integers(0, 4, int(rng.integers(10, 120))).astype(np.uint8) for _ in range(100)]
-    path = tmp_path_factory.mktemp("ddp") / "corpus.npz"
-    save_corpus(path, Corpus.from_arrays(wins))
-    return path
+    return write_random_corpus(tmp_path_factory.mktemp("ddp") / "corpus.npz", 3, 100, 10, 120)
 
 
 # a torchrun worker that trains like ``python -m dnalm.train`` but SIGKILLs itself (every

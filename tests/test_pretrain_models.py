@@ -26,9 +26,7 @@ DEC = {"layers": 1, "hidden": 16, "heads": 2}
 V3 = seq.vocab_size(3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_bert_config_from_size():

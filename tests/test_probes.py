@@ -8,14 +8,7 @@ import torch
 from dnalm import evaluate as ev
 from dnalm import probes as pr
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Fits here run on one torch thread (deterministic sums); the count is put back."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _species(rng, n, n_classes=5, dim=12, spread=2.6):

@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, load_model
 
+from conftest import write_random_corpus
 from dnalm import seq
 from dnalm.corpus import Corpus, save_corpus
 from dnalm.train import METRIC_COLUMNS, Batcher, TrainConfig, build_model, lr_at, train
@@ -27,9 +28,7 @@ PY = sys.executable
 TINY = {"layers": 2, "hidden": 32, "heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +44,10 @@ def corpus_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def random_corpus_path(tmp_path_factory):
-    rng = np.random.default_rng(1)
-    wins = [rng.integers(0, 4, int(rng.integers(20, 300))).astype(np.uint8) for _ in range(200)]
-    wins[3][5:9] = 4  # an N run -> [UNK] tokens
-    path = tmp_path_factory.mktemp("rcorpus") / "corpus.npz"
-    save_corpus(path, Corpus.from_arrays(wins))
-    return path
+    def n_run(wins):
+        wins[3][5:9] = 4  # an N run -> [UNK] tokens
+
+    return write_random_corpus(tmp_path_factory.mktemp("rcorpus") / "corpus.npz", 1, 200, 20, 300, edit=n_run)
 
 
 def tiny(**kw) -> TrainConfig:

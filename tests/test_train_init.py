@@ -9,23 +9,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import write_random_corpus
 from dnalm import embed
-from dnalm.corpus import Corpus, save_corpus
 from dnalm.train import TrainConfig, build_model, lr_at, save_initial, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def corpus_path(tmp_path_factory):
-    rng = np.random.default_rng(3)
-    wins = [rng.integers(0, 4, int(rng.integers(20, 150))).astype(np.uint8) for _ in range(100)]
-    path = tmp_path_factory.mktemp("icorpus") / "corpus.npz"
-    save_corpus(path, Corpus.from_arrays(wins))
-    return path
+    return write_random_corpus(tmp_path_factory.mktemp("icorpus") / "corpus.npz", 3, 100, 20, 150)
 
 
 def tiny(**kw) -> TrainConfig:

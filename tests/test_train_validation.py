@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, load_model
 
+from conftest import write_random_corpus
 from dnalm import seq
 from dnalm.batches import Batcher
 from dnalm.checkpoint import config_hash
@@ -24,18 +25,12 @@ from dnalm.validation import Validation, validation_table
 TINY = {"layers": 2, "hidden": 32, "heads": 2}  # BERT's dropout 0.1: evaluation must not draw
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def corpus_path(tmp_path_factory):
-    rng = np.random.default_rng(7)
-    wins = [rng.integers(0, 4, int(rng.integers(20, 150))).astype(np.uint8) for _ in range(120)]
-    path = tmp_path_factory.mktemp("vcorpus") / "corpus.npz"
-    save_corpus(path, Corpus.from_arrays(wins))
-    return path
+    return write_random_corpus(tmp_path_factory.mktemp("vcorpus") / "corpus.npz", 7, 120, 20, 150)
 
 
 def tiny(**kw) -> TrainConfig:
