@@ -535,7 +535,7 @@ def heavy_lock(path: str | None):
 
 def summarize(path: Path) -> pd.DataFrame:
     """Mean and sd over model seeds per (name, family, data): the sweep table."""
-    df = pd.read_csv(path, sep="\t").drop_duplicates(["name", "family", "data", "seed"], keep="last")
+    df = pd.read_csv(path, sep="\t").drop_duplicates(["name", "family", "data", "seed"], keep="last").copy()
     for m in ("closed", "open", "closed_fa", "open_fa"):  # gain over the control, per seed
         if m in df and f"ctl_{m}" in df:
             df[f"gain_{m}"] = df[m] - df[f"ctl_{m}"]
@@ -555,6 +555,26 @@ def summarize(path: Path) -> pd.DataFrame:
             if c in g:
                 v = g[c].astype(float)
                 row[c] = f"{v.mean():.3f}" + (f"±{v.std(ddof=1):.3f}" if len(v) > 1 else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired(path: Path, family_a: str, family_b: str, name: str = "demo") -> pd.DataFrame:
+    """``family_b - family_a`` per (data, model seed) for setting ``name`` (same seed: same
+    corpus draws up to the masking, same evaluation draws), mean ± sd over seeds, for the
+    metrics every row has: the GeneMask-vs-random comparison (``--paired dnabert genemask``)."""
+    df = pd.read_csv(path, sep="\t").drop_duplicates(["name", "family", "data", "seed"], keep="last")
+    df = df[df["name"] == name]
+    metrics = ["closed", "open"] + [c for c in df.columns if c.startswith("fs_") and c.count("_") == 2]
+    a = df[df["family"] == family_a].set_index(["data", "seed"])[metrics]
+    b = df[df["family"] == family_b].set_index(["data", "seed"])[metrics]
+    diff = (b - a).dropna(how="all")
+    rows = []
+    for data, g in diff.groupby(level="data"):
+        row = {"data": data, "n": len(g)}
+        for c in metrics:
+            v = g[c].astype(float)
+            row[c] = f"{v.mean():+.3f}" + (f"±{v.std(ddof=1):.3f}" if len(v) > 1 else "")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -593,6 +613,8 @@ def main(argv=None) -> None:
     ap.add_argument("--summary", action="store_true", help="print the sweep table of --out and exit")
     ap.add_argument("--columns", nargs="*", help="with --summary: only these columns")
     ap.add_argument("--markdown", action="store_true", help="with --summary: a markdown table")
+    ap.add_argument("--paired", nargs=2, metavar=("FAMILY_A", "FAMILY_B"),
+                    help="print FAMILY_B - FAMILY_A per model seed (setting --name, default demo) and exit")
     ap.add_argument("--where", help="with --summary: a pandas query on the summary (e.g. \"data == 'sim42'\")")
     ap.add_argument("--toy", nargs=6, metavar=("K", "LENGTH", "SPAN", "INIT_STD", "LR", "STEPS"),
                     help="run the plain-BERT plateau toy (toy_plateau) and print its loss curve")
@@ -604,6 +626,10 @@ def main(argv=None) -> None:
         k, length, span, init, lr, steps = args.toy
         curve = toy_plateau(int(k), int(length), int(span), float(init), float(lr), int(steps))
         print(f"unigram entropy {np.log(4 ** int(k)):.2f}; " + " ".join(f"{s}:{v}" for s, v in curve))
+        return
+    if args.paired:
+        table = paired(Path(args.out), *args.paired, name=args.name or "demo")
+        print(table.to_markdown(index=False) if args.markdown else table.to_string(index=False))
         return
     if args.summary:
         table = summarize(Path(args.out))
