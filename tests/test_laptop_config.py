@@ -80,5 +80,7 @@ def test_laptop_dry_run_builds_the_whole_dag(tmp_path):
     n_models = len(cfg["models"])
     assert int(jobs["prepare_genome"]) == 1 and int(jobs["prepare_barcodes"]) == 1
     assert int(jobs["prepare_task"]) == 2 and int(jobs["pretrain"]) == n_models
-    assert int(jobs["fewshot"]) == (n_models + 1) * 2
+    # each trained model, its untrained control and the k-mer baseline, on two tasks
+    assert int(jobs["init_model"]) == n_models
+    assert int(jobs["fewshot"]) == (2 * n_models + 1) * 2
     assert "simulate_genome" not in jobs and "simulate_barcodes" not in jobs and "download" not in jobs

@@ -122,7 +122,10 @@ def test_full_config_dry_run_builds_the_whole_dag(tmp_path):
     assert int(jobs["prepare_task"]) == n_tasks
     assert int(jobs["count_kmers"]) == cfg["kmers"]["n_shards"]
     assert int(jobs["pretrain"]) == n_models
-    assert int(jobs["fewshot"]) == (n_models + 1) * n_tasks
+    # each model trained here, its untrained control (`<model>@init`) and the k-mer baseline
+    n_controls = n_models if cfg["evaluation"].get("controls", True) else 0
+    assert n_controls == n_models and int(jobs["init_model"]) == n_models
+    assert int(jobs["fewshot"]) == (n_models + n_controls + 1) * n_tasks
     assert "simulate_genome" not in jobs and "simulate_barcodes" not in jobs
     # downloads are local jobs: they run on the submitting machine, which has the internet
     download_rule = (ROOT / "rules" / "data.smk").read_text().split("rule download:")[1].split("\nrule ")[0]

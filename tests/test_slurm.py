@@ -54,12 +54,13 @@ def skip_reason() -> str | None:
 
 
 def reduced_config() -> dict:
-    """The demo, shrunk: one NPMI-masked model, one few-shot task, two k-mer shards."""
+    """The demo, shrunk: one NPMI-masked model (and its control), one few-shot task, two k-mer shards."""
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg["corpus"]["genome"].update(n_windows=300)
     cfg["training"].update(steps=10, checkpoint_every=5, log_every=5, warmup_steps=2, threads=1, gpus=0)
     cfg["models"] = {"genemask": {"preset": "genemask"}}
     cfg["evaluation"]["fewshot"].update(tasks=["prom"], shots=[10], n_repeats=1, max_iter=200)
+    cfg["evaluation"]["align"] = {"enabled": False}  # CPU-only, covered by test_workflow
     return cfg
 
 
@@ -215,7 +216,9 @@ def test_workflow_runs_through_slurm(slurm_run):
     assert {j for j, (_, local) in jobs.items() if not local} == set(submitted), (jobs, submitted)
     by_rule = submissions(out)
     assert {"count_kmers", "npmi_table", "pretrain", "embed", "fewshot", "taxonomy", "collect_metrics"} <= set(by_rule)
-    assert len(by_rule["count_kmers"]) == 2 and len(by_rule["embed"]) == 4 and len(jobs) >= 20
+    # two k-mer shards; prom and barcodes embedded by genemask, its untrained control and the k-mer baseline
+    assert len(by_rule["count_kmers"]) == 2 and len(by_rule["init_model"]) == 1
+    assert len(by_rule["embed"]) == 6 and len(jobs) >= 20
     ids = [i for v in by_rule.values() for i in v]
     assert len(set(ids)) == len(ids)
     # kept SLURM logs, one per job, named by job id
