@@ -13,7 +13,7 @@ rule embed:
         R("benchmarks/embed/{model}/{dataset}.tsv")
     conda:
         "../envs/pretrain.yaml"
-    threads: 2
+    threads: config["embedding"]["threads"]
     resources:
         mem_mb=4000,
         # one GPU for a model trained on GPUs (see profiles/default), none for the k-mer baseline

@@ -269,3 +269,49 @@ def test_missing_labels_are_counted_in_the_log(caplog):
     with caplog.at_level("INFO", logger="dnalm.evaluate"):
         st.clustering(x, {"genus": lab})
     assert "clustering: rows without a 'genus' label: 10 of 40 left out" in caplog.text
+
+
+_UMAP_KERNEL_IN_A_PROCESS = """
+import json
+import numpy as np
+import umap.distances
+from dnalm import structure as st
+n = st.cache_umap_kernels()
+x, y = np.random.default_rng(5).normal(size=(2, 16)).astype(np.float32)
+print(json.dumps({"enabled": n, "cosine": float(umap.distances.cosine(x, y))}))
+"""
+
+
+def test_umap_kernels_are_cached_on_disk_and_give_the_same_values():
+    """With the cache on, a process that calls a UMAP kernel finds it in (or writes it to)
+    numba's cache next to UMAP, where it runs; a second process loads it (nothing written) and
+    gets exactly the same value, the cosine distance by hand. (A whole UMAP fit the same way
+    costs ~10 s more of compiling.)"""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import umap.distances
+
+    cache = Path(umap.distances.__file__).parent / "__pycache__"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(st.__file__).parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    env.pop("NUMBA_CACHE_DIR", None)
+
+    def run():
+        proc = subprocess.run([sys.executable, "-c", _UMAP_KERNEL_IN_A_PROCESS], env=env, capture_output=True,
+                              text=True, check=True)
+        return json.loads(proc.stdout.splitlines()[-1]), {p: p.stat().st_mtime_ns for p in cache.glob("*.nb[ic]")}
+
+    if not os.access(cache.parent, os.W_OK):
+        pytest.skip(f"{cache.parent} is read-only: numba would cache under NUMBA_CACHE_DIR or the user cache")
+    first, written = run()
+    assert first["enabled"] >= 10  # UMAP's lazily compiled kernels
+    assert any(p.name.startswith("distances.cosine-") and p.suffix == ".nbi" for p in written), sorted(written)
+    second, after = run()
+    assert after == written  # loaded, not compiled again
+    x, y = np.random.default_rng(5).normal(size=(2, 16)).astype(np.float32)
+    by_hand = 1.0 - float(np.dot(x, y)) / (np.linalg.norm(x) * np.linalg.norm(y))
+    assert second["cosine"] == first["cosine"] == pytest.approx(by_hand, rel=1e-5)

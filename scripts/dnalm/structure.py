@@ -103,16 +103,60 @@ def clustering(
     return _tidy(rows)
 
 
+#: modules whose lazily compiled numba kernels :func:`umap_embedding` caches on disk
+_UMAP_KERNEL_MODULES = ("umap.distances", "umap.utils", "umap.layouts", "umap.umap_", "umap.sparse", "umap.spectral",
+                        "pynndescent.distances", "pynndescent.utils", "pynndescent.pynndescent_",
+                        "pynndescent.rp_trees", "pynndescent.sparse")
+_umap_cache_enabled = False
+
+
+def cache_umap_kernels() -> int:
+    """Turn on numba's on-disk cache for UMAP's (and PyNNDescent's) kernels that compile on
+    first call and are not compiled yet; return how many.
+
+    UMAP jit-compiles its layout, fuzzy-set and nearest-neighbour kernels without a cache, so
+    each process that runs UMAP spends 7–16 s compiling them again (every clustering job of the
+    workflow). With the cache the first process writes the machine code next to the library
+    (``__pycache__``, or ``NUMBA_CACHE_DIR``) and later processes load it (~1 s). The compiled
+    code is the same either way, so results do not change (tested). Kernels numba cannot
+    cache, and a read-only library without ``NUMBA_CACHE_DIR``, just compile as before.
+    """
+    global _umap_cache_enabled
+    if _umap_cache_enabled:
+        return 0
+    import importlib
+
+    from numba.core.dispatcher import Dispatcher
+
+    n = 0
+    for name in _UMAP_KERNEL_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # a module a UMAP/PyNNDescent release does not have
+            continue
+        for obj in vars(module).values():
+            if isinstance(obj, Dispatcher) and not obj.overloads and getattr(obj, "_can_compile", True):
+                try:
+                    obj.enable_caching()
+                    n += 1
+                except Exception as err:  # noqa: BLE001 - a kernel that cannot cache compiles as before
+                    _log.debug("numba cache not enabled for %s.%s: %s", name, obj.__name__, err)
+    _umap_cache_enabled = True
+    return n
+
+
 def umap_embedding(emb, dims: int = 50, neighbors: int = 30, seed: int = 0) -> np.ndarray:
     """UMAP of the rows to ``dims`` dimensions (cosine metric; ``min_dist`` 0, as UMAP's
     guide recommends for clustering and the published protocol uses), seeded and
     single-threaded, so deterministic.
 
     ``dims`` shrinks to ``n - 2`` and ``neighbors`` to ``n - 1`` for a small ``n`` (logged).
-    The first call in a process also compiles UMAP's numba kernels (seconds; see
-    BENCHMARKS.md).
+    UMAP's numba kernels compile on first use; :func:`cache_umap_kernels` keeps them on disk
+    so only the first process on a machine pays for that (seconds; see BENCHMARKS.md).
     """
     import umap
+
+    cache_umap_kernels()
 
     x = as_2d(emb, "emb")
     n = x.shape[0]
