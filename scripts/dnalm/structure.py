@@ -120,6 +120,8 @@ def cache_umap_kernels() -> int:
     (``__pycache__``, or ``NUMBA_CACHE_DIR``) and later processes load it (~1 s). The compiled
     code is the same either way, so results do not change (tested). Kernels numba cannot
     cache, and a read-only library without ``NUMBA_CACHE_DIR``, just compile as before.
+    numba keys each cached kernel on its own source file only: after upgrading umap-learn or
+    pynndescent in place (not in a fresh environment), delete their ``__pycache__/*.nb[ic]``.
     """
     global _umap_cache_enabled
     if _umap_cache_enabled:
