@@ -31,7 +31,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_TOOLS = ROOT / "tools" / "slurm-local"
 STATE_DIR = Path("/tmp/dnalm_slurm_local")  # pids and logs of the daemons the fixture starts
-SLURM_CONF = Path("/etc/slurm/slurm.conf")  # written by tools/slurm-local/start_slurm.sh
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 RUN_TIMEOUT = 900
 pytestmark = pytest.mark.e2e
@@ -115,11 +114,6 @@ def cluster():
         pytest.skip(reason)
     env = dict(os.environ, SLURM_LOCAL_DIR=str(STATE_DIR), SLURM_LOCAL_WITH_DBD="0", SLURM_LOCAL_SMOKE="1")
     already_up = cluster_up()  # a cluster of tools/slurm-local someone started: used, left running
-    # start_slurm.sh writes /etc/slurm/slurm.conf. Left behind with its daemons stopped, it
-    # makes every later `snakemake` wait ~9 s at start-up: the SLURM executor plugin runs
-    # `scontrol show config` when it is imported, which tries the stopped controller until
-    # it gives up. So a configuration this fixture created goes again with the cluster.
-    conf_created = not SLURM_CONF.exists()
     # run even then: the script is idempotent and brings an older configuration up to date
     # (restarting the daemons), e.g. MinJobAge, which test_sbatch_got_the_profile_resources needs
     t0 = time.monotonic()
@@ -129,9 +123,9 @@ def cluster():
     print(f"SLURM cluster ready in {time.monotonic() - t0:.0f} s")
     yield
     if not already_up:
+        # stop_slurm.sh also removes the slurm.conf start_slurm.sh created: left behind, it
+        # made every later `snakemake` wait ~9 s for the stopped controller
         subprocess.run(["bash", str(SLURM_TOOLS / "stop_slurm.sh")], env=env, timeout=180)
-        if conf_created:
-            SLURM_CONF.unlink(missing_ok=True)
 
 
 def start_snakemake(workdir: Path, *args: str, log_name: str = "snakemake.out") -> subprocess.Popen:
