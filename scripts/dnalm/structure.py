@@ -10,6 +10,7 @@ label set, and the log counts it; each label set is evaluated as if those rows w
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -107,12 +108,13 @@ def clustering(
 _UMAP_KERNEL_MODULES = ("umap.distances", "umap.utils", "umap.layouts", "umap.umap_", "umap.sparse", "umap.spectral",
                         "pynndescent.distances", "pynndescent.utils", "pynndescent.pynndescent_",
                         "pynndescent.rp_trees", "pynndescent.sparse")
-_umap_cache_enabled = False
 
 
+@functools.cache
 def cache_umap_kernels() -> int:
     """Turn on numba's on-disk cache for UMAP's (and PyNNDescent's) kernels that compile on
-    first call and are not compiled yet; return how many.
+    first call and are not compiled yet; return how many. Once per process: later calls
+    return the first call's count.
 
     UMAP jit-compiles its layout, fuzzy-set and nearest-neighbour kernels without a cache, so
     each process that runs UMAP spends 7–16 s compiling them again (every clustering job of the
@@ -123,9 +125,6 @@ def cache_umap_kernels() -> int:
     numba keys each cached kernel on its own source file only: after upgrading umap-learn or
     pynndescent in place (not in a fresh environment), delete their ``__pycache__/*.nb[ic]``.
     """
-    global _umap_cache_enabled
-    if _umap_cache_enabled:
-        return 0
     import importlib
 
     from numba.core.dispatcher import Dispatcher
@@ -137,13 +136,12 @@ def cache_umap_kernels() -> int:
         except ImportError:  # a module a UMAP/PyNNDescent release does not have
             continue
         for obj in vars(module).values():
-            if isinstance(obj, Dispatcher) and not obj.overloads and getattr(obj, "_can_compile", True):
+            if isinstance(obj, Dispatcher) and not obj.overloads:
                 try:
                     obj.enable_caching()
                     n += 1
                 except Exception as err:  # noqa: BLE001 - a kernel that cannot cache compiles as before
                     _log.debug("numba cache not enabled for %s.%s: %s", name, obj.__name__, err)
-    _umap_cache_enabled = True
     return n
 
 
